@@ -1,0 +1,148 @@
+# Copyright 2026 CORE-Seg bundle contributors
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""Checkpoints that hold only the trainable tensors of a model.
+
+The base weights (Qwen2.5-VL, MedSAM2 encoders) load from their own paths; ``models/model.pt`` holds the
+LoRA matrices, the ``<seg>`` token rows, the prompt adapter and the mask decoder as a plain ``{name: tensor}``
+state dict that ``torch.load(..., weights_only=True)`` reads. :class:`TrainableWeights` exposes that state
+dict through ``state_dict``/``load_state_dict`` so MONAI's ``CheckpointSaver``/``CheckpointLoader`` and ignite's
+``Checkpoint`` save and restore it like any module.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = [
+    "TrainableWeights",
+    "trainable_state_dict",
+    "save_trainable_weights",
+    "load_trainable_weights",
+    "ParameterCount",
+    "parameter_report",
+    "format_parameter_report",
+]
+
+
+def trainable_state_dict(module: nn.Module) -> OrderedDict[str, torch.Tensor]:
+    """``{name: tensor}`` of the parameters that require grad, detached and on the CPU."""
+    return OrderedDict(
+        (name, param.detach().cpu().clone()) for name, param in module.named_parameters() if param.requires_grad
+    )
+
+
+class TrainableWeights:
+    """State-dict view of a module's trainable parameters, for checkpoint handlers.
+
+    Args:
+        module: the model (e.g. :class:`scripts.networks.coreseg.CoreSeg`).
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def state_dict(self) -> OrderedDict[str, torch.Tensor]:
+        return trainable_state_dict(self.module)
+
+    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True) -> None:
+        """Copy ``state_dict`` into the trainable parameters.
+
+        Raises:
+            KeyError: a key names no trainable parameter, or (``strict``) a trainable parameter is missing.
+            ValueError: a tensor's shape differs from its parameter's.
+        """
+        params = {name: p for name, p in self.module.named_parameters() if p.requires_grad}
+        unexpected = sorted(set(state_dict) - set(params))
+        missing = sorted(set(params) - set(state_dict))
+        if unexpected or (strict and missing):
+            raise KeyError(
+                f"Checkpoint does not fit the model's trainable parameters: {len(unexpected)} unexpected keys "
+                f"{unexpected[:3]}, {len(missing)} missing keys {missing[:3]}. Was it saved from a model with the "
+                "same preset, adapter and LoRA settings?"
+            )
+        # Check every shape before copying anything, so a bad checkpoint leaves the model untouched.
+        for name, value in state_dict.items():
+            if params[name].shape != value.shape:
+                raise ValueError(f"Shape of {name} is {tuple(value.shape)} in the checkpoint, "
+                                 f"{tuple(params[name].shape)} in the model.")
+        with torch.no_grad():
+            for name, value in state_dict.items():
+                params[name].copy_(value)
+
+
+def save_trainable_weights(module: nn.Module, path: str | Path) -> Path:
+    """Save the trainable parameters of ``module`` as a plain state dict at ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(trainable_state_dict(module), path)
+    return path
+
+
+def load_trainable_weights(module: nn.Module, path: str | Path, strict: bool = True) -> None:
+    """Load a file written by :func:`save_trainable_weights` (or MONAI's ``CheckpointSaver``).
+
+    A checkpoint saved by a handler as ``{"model": state_dict, ...}`` is accepted too: the ``"model"`` entry
+    is used.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {path}.")
+    content = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(content, Mapping) and "model" in content and isinstance(content["model"], Mapping):
+        content = content["model"]
+    if not isinstance(content, Mapping) or not all(isinstance(v, torch.Tensor) for v in content.values()):
+        raise ValueError(f"{path} is not a state dict of tensors (nor a dict with a 'model' state dict).")
+    TrainableWeights(module).load_state_dict(content, strict=strict)
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    """Parameter counts of one component."""
+
+    component: str
+    trainable: int
+    frozen: int
+
+    @property
+    def total(self) -> int:
+        return self.trainable + self.frozen
+
+
+# (component label, predicate on the qualified parameter name), first match wins.
+_COMPONENTS: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("mllm: LoRA", lambda n: n.startswith("mllm.") and ".lora_" in n),
+    ("mllm: <seg> token rows", lambda n: n.startswith("mllm.") and "trainable_tokens" in n),
+    ("mllm: vision tower", lambda n: n.startswith("mllm.") and any(f".{v}." in n for v in ("visual", "vision_tower", "vision_model"))),
+    ("mllm: language model (base)", lambda n: n.startswith("mllm.")),
+    ("adapter", lambda n: n.startswith("adapter.")),
+    ("segmenter: mask decoder", lambda n: n.startswith("segmenter.mask_decoder.")),
+    ("segmenter: image encoder", lambda n: n.startswith("segmenter.image_encoder.") or n == "segmenter.no_mem_embed"),
+    ("segmenter: prompt encoder", lambda n: n.startswith("segmenter.prompt_encoder.")),
+)
+
+
+def parameter_report(module: nn.Module) -> list[ParameterCount]:
+    """Trainable and frozen parameter counts per CoreSeg component (shared tensors counted once)."""
+    counts: dict[str, list[int]] = {label: [0, 0] for label, _ in _COMPONENTS}
+    for name, param in module.named_parameters():
+        label = next((lab for lab, match in _COMPONENTS if match(name)), "other")
+        counts.setdefault(label, [0, 0])[0 if param.requires_grad else 1] += param.numel()
+    return [ParameterCount(label, trainable, frozen) for label, (trainable, frozen) in counts.items()
+            if trainable or frozen]
+
+
+def format_parameter_report(rows: list[ParameterCount]) -> str:
+    """Render :func:`parameter_report` as a markdown table with a total line."""
+    lines = ["| component | trainable | frozen | total |", "|---|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row.component} | {row.trainable:,} | {row.frozen:,} | {row.total:,} |")
+    trainable = sum(r.trainable for r in rows)
+    frozen = sum(r.frozen for r in rows)
+    lines.append(f"| **all** | **{trainable:,}** | **{frozen:,}** | **{trainable + frozen:,}** |")
+    return "\n".join(lines)

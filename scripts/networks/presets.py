@@ -1,0 +1,199 @@
+# Copyright 2026 CORE-Seg bundle contributors
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""Model presets, instantiable from bundle configs (``"network_def": {"_target_": "scripts.networks.build_coreseg"}``).
+
+``full``
+    Qwen2.5-VL-3B-Instruct and MedSAM2 from local paths (``mllm_path``, ``sam_checkpoint``), LoRA r=64,
+    alpha=128, dropout=0.05. Nothing is downloaded unless ``allow_download=True``. With ``random_weights=True``
+    the same architecture is built from its configuration with random weights (for speed and memory
+    benchmarks; no file needed).
+``tiny``
+    A random-init small Qwen2.5-VL, an offline byte-level tokenizer and a small SAM2 (same 512x512 geometry and
+    256-d prompts as MedSAM2), LoRA r=8, alpha=16. Built offline and deterministically from ``seed`` in a few
+    seconds on a CPU, for tests, CI and the demo.
+
+Both presets build the same classes through the same functions: only where the weights come from differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import Qwen2_5_VLForConditionalGeneration
+
+from .adapter import build_prompt_adapter
+from .architectures import (
+    MEDSAM2_HYDRA_OVERRIDES,
+    SAM2_BASE_CONFIG,
+    TINY_SAM2_HYDRA_OVERRIDES,
+    bind_special_token_ids,
+    qwen2_5_vl_3b_config,
+    tiny_qwen2_5_vl_config,
+)
+from .coreseg import CoreSeg
+from .medsam2 import MedSAM2Segmenter
+from .mllm import LoraSettings, load_mllm, prepare_mllm
+from .processor import build_offline_processor, build_offline_tokenizer
+
+__all__ = ["PRESETS", "build_coreseg", "build_base_mllm", "resolve_dtype"]
+
+DEFAULT_MLLM_HUB_ID = "Qwen/Qwen2.5-VL-3B-Instruct"
+DEFAULT_SAM_HUB_FILE = ("wanglab/MedSAM2", "MedSAM2_latest.pt")
+
+PRESETS: dict[str, dict] = {
+    "full": {
+        "architecture": "qwen2.5-vl-3b",
+        "sam_hydra_overrides": MEDSAM2_HYDRA_OVERRIDES,
+        "lora": LoraSettings(r=64, alpha=128, dropout=0.05),
+        "dtype": "bfloat16",
+        "min_pixels": 3136,
+        "max_pixels": 12845056,
+    },
+    "tiny": {
+        "architecture": "tiny",
+        "sam_hydra_overrides": TINY_SAM2_HYDRA_OVERRIDES,
+        "lora": LoraSettings(r=8, alpha=16, dropout=0.05),
+        "dtype": "float32",
+        "min_pixels": 4 * 28 * 28,
+        "max_pixels": 224 * 224,
+    },
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"bfloat16"``/``"bf16"``/``torch.bfloat16`` etc. to a ``torch.dtype``."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    aliases = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+    name = aliases.get(dtype, dtype)
+    resolved = getattr(torch, name, None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"Unknown dtype {dtype!r}; expected e.g. 'bfloat16', 'float16' or 'float32'.")
+    return resolved
+
+
+def build_base_mllm(architecture: str, dtype: torch.dtype, min_pixels: int, max_pixels: int, seed: int = 0):
+    """Random-init MLLM and offline processor for an architecture name (``"tiny"`` or ``"qwen2.5-vl-3b"``)."""
+    tokenizer = build_offline_tokenizer()
+    processor = build_offline_processor(tokenizer, min_pixels=min_pixels, max_pixels=max_pixels)
+    if architecture == "tiny":
+        config = tiny_qwen2_5_vl_config(vocab_size=len(tokenizer))
+    elif architecture == "qwen2.5-vl-3b":
+        config = qwen2_5_vl_3b_config()
+    else:
+        raise ValueError(f"Unknown MLLM architecture {architecture!r}; expected 'tiny' or 'qwen2.5-vl-3b'.")
+    bind_special_token_ids(config, tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype)
+    model.generation_config.eos_token_id = [config.text_config.eos_token_id, tokenizer.pad_token_id]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, processor
+
+
+def build_coreseg(
+    preset: str = "tiny",
+    mllm_path: str | Path | None = None,
+    sam_checkpoint: str | Path | None = None,
+    adapter: str = "semantic",
+    adapter_kwargs: dict | None = None,
+    lora_r: int | None = None,
+    lora_alpha: int | None = None,
+    lora_dropout: float | None = None,
+    lora_target_modules: Sequence[str] | None = None,
+    dtype: str | torch.dtype | None = None,
+    attn_implementation: str | None = None,
+    sam_hydra_overrides: Sequence[str] | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    random_weights: bool = False,
+    allow_download: bool = False,
+    seed: int = 0,
+) -> CoreSeg:
+    """Build a :class:`~scripts.networks.coreseg.CoreSeg` from a preset.
+
+    Args:
+        preset: ``"full"`` or ``"tiny"`` (see the module docstring); the other arguments override its values.
+        mllm_path: directory of an image-text-to-text model written by ``save_pretrained``. Required for
+            ``full`` unless ``random_weights``; optional for ``tiny`` (random init when omitted).
+        sam_checkpoint: sam2-format checkpoint (``{"model": state_dict}``, e.g. ``MedSAM2_latest.pt``).
+            Required for ``full`` unless ``random_weights``.
+        adapter: ``"semantic"`` (Semantic-Guided Prompt Adapter) or ``"linear"`` (Table 2 ablation).
+        adapter_kwargs: options of the adapter (``num_blocks``, ``mlp_ratio``, ``attn_dim``, ``num_heads``, ...).
+        lora_r, lora_alpha, lora_dropout, lora_target_modules: LoRA settings.
+        dtype: MLLM parameter dtype (``"bfloat16"`` for ``full``, ``"float32"`` for ``tiny``). The adapter and
+            SAM stay in float32 (use autocast for mixed precision).
+        attn_implementation: transformers attention backend for a loaded MLLM.
+        sam_hydra_overrides: hydra overrides of sam2's ``sam2.1_hiera_t.yaml`` describing the SAM2 model.
+        min_pixels, max_pixels: pixel budget of the MLLM image processor for random-init models
+            (a loaded model keeps its own processor settings).
+        random_weights: build the preset's architecture with random weights instead of loading files.
+        allow_download: let a missing ``mllm_path``/``sam_checkpoint`` be fetched from the Hugging Face hub
+            (``Qwen/Qwen2.5-VL-3B-Instruct``, ``wanglab/MedSAM2``). Off by default.
+        seed: seed of every random initialisation (base weights, LoRA, adapter), for reproducible builds.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; expected one of {sorted(PRESETS)}.")
+    settings = PRESETS[preset]
+    torch_dtype = resolve_dtype(dtype or settings["dtype"])
+    lora = LoraSettings(
+        r=lora_r if lora_r is not None else settings["lora"].r,
+        alpha=lora_alpha if lora_alpha is not None else settings["lora"].alpha,
+        dropout=lora_dropout if lora_dropout is not None else settings["lora"].dropout,
+        target_modules=list(lora_target_modules) if lora_target_modules is not None else None,
+    )
+    needs_files = preset == "full" and not random_weights
+    if needs_files and mllm_path is None and not allow_download:
+        raise ValueError("The 'full' preset needs mllm_path (a local Qwen2.5-VL-3B-Instruct directory), "
+                         "or random_weights=True, or allow_download=True.")
+    if needs_files and sam_checkpoint is None and not allow_download:
+        raise ValueError("The 'full' preset needs sam_checkpoint (a local MedSAM2_latest.pt), "
+                         "or random_weights=True, or allow_download=True.")
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if mllm_path is not None or needs_files:
+            path, local_only = _resolve_mllm_path(mllm_path, allow_download)
+            model, processor = load_mllm(
+                path, dtype=torch_dtype, attn_implementation=attn_implementation, local_files_only=local_only
+            )
+        else:
+            model, processor = build_base_mllm(
+                settings["architecture"], torch_dtype,
+                min_pixels=min_pixels or settings["min_pixels"], max_pixels=max_pixels or settings["max_pixels"],
+                seed=seed,
+            )
+        prepared = prepare_mllm(model, processor, lora)
+        if sam_checkpoint is None and needs_files:
+            sam_checkpoint = _download_sam_checkpoint()
+        segmenter = MedSAM2Segmenter.from_config(
+            SAM2_BASE_CONFIG,
+            hydra_overrides=tuple(sam_hydra_overrides) if sam_hydra_overrides is not None else settings["sam_hydra_overrides"],
+            checkpoint=sam_checkpoint,
+        )
+        hidden_size = model.config.get_text_config().hidden_size
+        prompt_adapter = build_prompt_adapter(adapter, hidden_size, segmenter.prompt_dim, **(adapter_kwargs or {}))
+    return CoreSeg(
+        mllm=prepared.model,
+        processor=prepared.processor,
+        seg_token_id=prepared.seg_token_id,
+        adapter=prompt_adapter,
+        segmenter=segmenter,
+    )
+
+
+def _resolve_mllm_path(mllm_path: str | Path | None, allow_download: bool) -> tuple[str, bool]:
+    if mllm_path is not None and Path(mllm_path).is_dir():
+        return str(mllm_path), True
+    if not allow_download:
+        return str(mllm_path), True  # load_mllm raises a FileNotFoundError that says how to get the weights
+    return str(mllm_path or DEFAULT_MLLM_HUB_ID), False
+
+
+def _download_sam_checkpoint() -> str:
+    from huggingface_hub import hf_hub_download
+
+    repo_id, filename = DEFAULT_SAM_HUB_FILE
+    return hf_hub_download(repo_id=repo_id, filename=filename)

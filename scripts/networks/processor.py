@@ -1,0 +1,167 @@
+# Copyright 2026 CORE-Seg bundle contributors
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""Offline tokenizer and Qwen2.5-VL processor for the `tiny` preset and random-weight builds.
+
+Nothing here downloads anything: the tokenizer is a byte-level BPE trained in memory on a small corpus, and
+the processor is transformers' own `Qwen2_5_VLProcessor` around it, with Qwen2.5-VL's chat template. The
+resulting processor tokenises prompts exactly like the real one (same special tokens, same chat template,
+same image processor), so every code path that touches it is the one the full model uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from importlib import resources
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    PreTrainedTokenizerFast,
+    Qwen2_5_VLProcessor,
+    Qwen2VLImageProcessor,
+    Qwen2VLVideoProcessor,
+)
+
+__all__ = [
+    "QWEN_SPECIAL_TOKENS",
+    "QWEN2_5_VL_IMAGE_MEAN",
+    "QWEN2_5_VL_IMAGE_STD",
+    "default_tokenizer_corpus",
+    "build_offline_tokenizer",
+    "build_offline_processor",
+    "qwen2_5_vl_chat_template",
+]
+
+# The control tokens of Qwen2.5-VL, in the order of their ids in the real vocabulary.
+QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+# Qwen2.5-VL's image normalisation (OpenAI CLIP statistics), from its preprocessor_config.json.
+QWEN2_5_VL_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
+QWEN2_5_VL_IMAGE_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_MODALITIES = ("CT", "MRI", "X-ray", "ultrasound", "endoscopy", "dermoscopy", "fundus photography", "OCT")
+_ANATOMIES = ("head", "abdomen", "lung", "eye", "neck", "skin", "foot", "breast", "heart")
+_FINDINGS = (
+    "tumor", "nodule", "lesion", "polyp", "cyst", "hemorrhage", "edema", "metastasis", "ulcer", "melanoma",
+    "exudate", "effusion", "infarct", "calcification", "mass", "abscess", "glioma", "carcinoma",
+)
+
+
+def default_tokenizer_corpus() -> list[str]:
+    """A small, deterministic corpus in the style of the bundle's prompts, reasoning and answers.
+
+    Byte-level BPE can encode any text whatever the corpus; the corpus only decides which character
+    sequences get their own tokens, so it mirrors the vocabulary the model is asked to produce.
+    """
+    corpus = [
+        "Please segment the {finding} in this {modality} image of the {anatomy}.",
+        "Where is the {finding} in this {anatomy} {modality} scan? Think step by step.",
+        "<think> The {modality} image shows the normal {anatomy} anatomy. A region with irregular margins, "
+        "heterogeneous texture and low contrast differs from the surrounding tissue, which suggests a "
+        "{finding}. </think><answer> The {finding} is located at [12,34,156,178], [200,40,260,98]. </answer>",
+        "There is no {finding} in this image.",
+        "The boundary is blurred and the shape is irregular; the intensity is lower than the background.",
+    ]
+    lines: list[str] = []
+    for template in corpus:
+        for modality in _MODALITIES:
+            for anatomy in _ANATOMIES:
+                for finding in _FINDINGS[:: len(_ANATOMIES) // 3]:
+                    lines.append(template.format(finding=finding, modality=modality, anatomy=anatomy))
+    lines.append(" ".join(str(number) for number in range(0, 1025)))
+    lines.append("[ ] ( ) { } < > / , . ; : ! ? - _ = + * ' \" \n")
+    return lines
+
+
+def build_offline_tokenizer(
+    corpus: Iterable[str] | None = None,
+    vocab_size: int = 1024,
+    extra_special_tokens: Sequence[str] = (),
+) -> PreTrainedTokenizerFast:
+    """Train a small byte-level BPE tokenizer in memory, with Qwen2.5-VL's control tokens.
+
+    The control tokens come first in the vocabulary (ids 0..6), so a processor built on this tokenizer
+    resolves ``<|image_pad|>`` and friends by name exactly as with the real Qwen tokenizer. Training is
+    deterministic for a given corpus and vocabulary size.
+
+    Args:
+        corpus: training text; defaults to :func:`default_tokenizer_corpus`.
+        vocab_size: target vocabulary size, control tokens included.
+        extra_special_tokens: further special tokens added after training (e.g. ``"<seg>"``); usually left
+            to :func:`scripts.networks.mllm.add_seg_token` so that tiny and full models add it the same way.
+
+    Returns:
+        A transformers fast tokenizer with ``eos_token="<|im_end|>"`` and ``pad_token="<|endoftext|>"``.
+    """
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(QWEN_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(list(corpus) if corpus is not None else default_tokenizer_corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=list(QWEN_SPECIAL_TOKENS[1:]) + list(extra_special_tokens),
+    )
+    tokenizer.chat_template = qwen2_5_vl_chat_template()
+    return tokenizer
+
+
+def qwen2_5_vl_chat_template() -> str:
+    """Qwen2.5-VL-Instruct's chat template (as shipped in its ``chat_template.json``)."""
+    return resources.files(__package__).joinpath("qwen2_5_vl_chat_template.jinja").read_text()
+
+
+def build_offline_processor(
+    tokenizer: PreTrainedTokenizerFast | None = None,
+    min_pixels: int = 4 * 28 * 28,
+    max_pixels: int = 12845056,
+    patch_size: int = 14,
+    merge_size: int = 2,
+    temporal_patch_size: int = 2,
+) -> Qwen2_5_VLProcessor:
+    """Build a `Qwen2_5_VLProcessor` without any file: offline tokenizer + Qwen2-VL image processor.
+
+    The defaults are those of Qwen2.5-VL-3B-Instruct's ``preprocessor_config.json`` except ``min_pixels``
+    (3136 there), which is lowered so that small test images are not up-scaled; the ``tiny`` preset lowers
+    ``max_pixels`` so that CPU runs see few image tokens.
+
+    Args:
+        tokenizer: tokenizer to wrap; defaults to :func:`build_offline_tokenizer`.
+        min_pixels: lower bound on ``height * width`` after the processor's resize.
+        max_pixels: upper bound on ``height * width`` after the processor's resize.
+        patch_size: vision patch size of the model.
+        merge_size: spatial merge size of the model (image tokens = patches / merge_size**2).
+        temporal_patch_size: temporal patch size of the model (images are repeated to fill it).
+    """
+    if min_pixels > max_pixels:
+        raise ValueError(f"min_pixels ({min_pixels}) must not exceed max_pixels ({max_pixels}).")
+    tokenizer = tokenizer if tokenizer is not None else build_offline_tokenizer()
+    common = {
+        # transformers v5 spells the pixel budget as size={"shortest_edge": min_pixels, "longest_edge": max_pixels}
+        "size": {"shortest_edge": min_pixels, "longest_edge": max_pixels},
+        "patch_size": patch_size,
+        "merge_size": merge_size,
+        "temporal_patch_size": temporal_patch_size,
+        "image_mean": list(QWEN2_5_VL_IMAGE_MEAN),
+        "image_std": list(QWEN2_5_VL_IMAGE_STD),
+    }
+    return Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**common),
+        video_processor=Qwen2VLVideoProcessor(**common),
+        tokenizer=tokenizer,
+        chat_template=qwen2_5_vl_chat_template(),
+    )
