@@ -4,8 +4,9 @@
 
 The 8 modalities and 9 anatomies are those of ComLesion-14K (CORE-Seg paper, section 3.4 and Table 1).
 :data:`LESION_TYPES` lists the lesion types the synthetic benchmark renders, each with the modality and
-anatomy it occurs in and a *distractor*: another finding of the same image type that a question about the
-target must not select.
+anatomy it occurs in and a paired *distractor*: another finding that appears in the same kind of image with a
+different look. A question may ask for either finding; the other one is then the distractor that the mask
+must leave out, so that the question, not the image alone, decides what to segment.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class LesionType:
         disease: name used in questions and answers (``"The {disease} is located at ..."``).
         modality: one of :data:`MODALITIES`.
         anatomy: one of :data:`ANATOMIES`.
-        distractor: a different finding that can appear in the same image.
+        distractor: the paired finding that can appear in the same image (and can be asked for in turn).
     """
 
     disease: str
