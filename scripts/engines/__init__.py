@@ -1,0 +1,8 @@
+# Copyright 2026 CORE-Seg bundle contributors
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""Ignite engines of the MONAI engine family for CORE-Seg training and evaluation."""
+
+from .batch import MODEL_INPUT_KEYS, split_batch
+from .trainer import CoreSegSFTTrainer
+
+__all__ = ["MODEL_INPUT_KEYS", "CoreSegSFTTrainer", "split_batch"]

@@ -1,0 +1,68 @@
+# Copyright 2026 CORE-Seg bundle contributors
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+import pytest
+import torch
+from monai.engines.utils import IterationEvents
+
+from scripts.engines import CoreSegSFTTrainer
+from tests.conftest import ANSWER, make_batch
+
+
+def _batches(model, count):
+    batches = []
+    for index in range(count):
+        batch = make_batch(model, [ANSWER, ANSWER], seed=index)
+        masks = torch.zeros(2, 1, 512, 512)
+        masks[:, :, 100:200, 150:260] = 1
+        batch["label"] = masks
+        batches.append(batch)
+    return batches
+
+
+def _trainer(model, batches, **kwargs):
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=kwargs.pop("lr", 1e-3))
+    return CoreSegSFTTrainer(device=torch.device("cpu"), max_epochs=kwargs.pop("max_epochs", 1),
+                             train_data_loader=batches, network=model, optimizer=optimizer, **kwargs)
+
+
+def test_iteration_fires_monai_events_in_order_and_logs_loss_parts(fresh_tiny_model):
+    trainer = _trainer(fresh_tiny_model, _batches(fresh_tiny_model, 1))
+    fired = []
+    for event in IterationEvents:
+        trainer.add_event_handler(event, lambda engine, name=event.name: fired.append(name))
+    trainer.run()
+    assert fired[:4] == ["FORWARD_COMPLETED", "LOSS_COMPLETED", "BACKWARD_COMPLETED", "MODEL_COMPLETED"]
+    output = trainer.state.output
+    assert {"loss", "text_loss", "mask_loss", "format_valid", "pred", "label"} <= set(output)
+    assert output["loss"].item() == pytest.approx(output["text_loss"] + output["mask_loss"], rel=1e-5)
+    assert output["format_valid"] == 1.0
+
+
+def test_training_reduces_the_loss_on_a_fixed_batch(fresh_tiny_model):
+    batches = _batches(fresh_tiny_model, 1)
+    trainer = _trainer(fresh_tiny_model, batches, max_epochs=12, lr=3e-3)
+    parts = []
+    trainer.add_event_handler(IterationEvents.LOSS_COMPLETED,
+                              lambda e: parts.append((e.state.output["text_loss"], e.state.output["mask_loss"])))
+    trainer.run()
+    (text_first, mask_first), (text_last, mask_last) = parts[0], parts[-1]
+    assert text_last < 0.95 * text_first and mask_last < 0.9 * mask_first
+
+
+def test_gradient_accumulation_steps_once_per_group_and_at_epoch_end(fresh_tiny_model):
+    trainer = _trainer(fresh_tiny_model, _batches(fresh_tiny_model, 5), accumulation_steps=2, grad_clip_norm=1.0)
+    steps = []
+    original = trainer.optimizer.step
+    trainer.optimizer.step = lambda *a, **k: (steps.append(trainer.state.iteration), original(*a, **k))[1]
+    trainer.run()
+    assert steps == [2, 4, 5]
+    assert 0 < trainer.state.output["grad_norm"]
+
+
+def test_batches_without_labels_are_rejected(fresh_tiny_model):
+    batch = _batches(fresh_tiny_model, 1)[0]
+    batch.pop("labels")
+    with pytest.raises(ValueError, match="train mode"):
+        _trainer(fresh_tiny_model, [batch]).run()
+    with pytest.raises(ValueError, match="grad_clip_norm"):
+        _trainer(fresh_tiny_model, [batch], grad_clip_norm=0.0)
