@@ -24,7 +24,9 @@ import random
 import zlib
 from collections.abc import Hashable, Mapping, Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.transforms import (
     CastToTyped,
@@ -34,10 +36,8 @@ from monai.transforms import (
     MapTransform,
     NormalizeIntensity,
     Randomizable,
-    Resize,
     Resized,
     ScaleIntensityRange,
-    ScaleIntensityRangePercentiles,
 )
 from monai.utils import convert_to_tensor
 
@@ -229,8 +229,8 @@ def intensity_policy(
 class ScaleIntensityByModalityd(MapTransform):
     """Bring the image to float32 in [0, 1] the way its modality needs (see :func:`intensity_policy`).
 
-    Windows use MONAI's ``ScaleIntensityRange`` (clipped), percentiles ``ScaleIntensityRangePercentiles``
-    over all channels together (colour balance is kept). MONOCHROME1 DICOMs are inverted afterwards. The
+    Windows and percentile ranges go through MONAI's ``ScaleIntensityRange`` (clipped); percentiles are taken
+    over all channels together, so that colour balance is kept. MONOCHROME1 DICOMs are inverted afterwards. The
     choice is recorded in ``intensity_scaling`` (e.g. ``"window(40,400)"``).
     """
 
@@ -277,10 +277,12 @@ class ScaleIntensityByModalityd(MapTransform):
             center, width = params
             scaled = ScaleIntensityRange(center - width / 2, center + width / 2, 0.0, 1.0, clip=True)(image)
             return convert_to_tensor(scaled, track_meta=False).float()
-        if bool(image.max() == image.min()):
-            return torch.zeros_like(image)  # a blank image stays blank (and avoids a divide-by-zero warning)
-        lower, upper = self.percentiles
-        scaled = ScaleIntensityRangePercentiles(lower, upper, 0.0, 1.0, clip=True, channel_wise=False)(image)
+        # Both percentiles in one numpy call: MONAI's ScaleIntensityRangePercentiles computes the same range
+        # (over all channels) but takes ~5x longer on a 1024-pixel image.
+        low, high = (float(v) for v in np.percentile(image.cpu().numpy(), self.percentiles))
+        if high <= low:
+            return torch.zeros_like(image)  # a (nearly) constant image stays blank
+        scaled = ScaleIntensityRange(low, high, 0.0, 1.0, clip=True)(image)
         return convert_to_tensor(scaled, track_meta=False).float()
 
 
@@ -293,11 +295,17 @@ def _as_rgb(image: torch.Tensor, where: str) -> torch.Tensor:
 
 
 def _resize(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear resize of a ``(C, H, W)`` float image with antialiasing, clamped to [0, 1].
+
+    torch's own antialiased bilinear filter is what the Qwen2-VL processor (torchvision) and PIL use when
+    down-sampling; MONAI's ``Resize(anti_aliasing=True)`` gives a similar result through a Gaussian
+    pre-filter, but is about ten times slower on a 1024-pixel image.
+    """
     if tuple(image.shape[-2:]) == tuple(size):
         return image
-    # anti-aliasing smooths before down-sampling (as PIL's and the Qwen processor's resizes do)
-    resized = Resize(spatial_size=tuple(size), mode="bilinear", anti_aliasing=True)(image)
-    return convert_to_tensor(resized, track_meta=False).clamp(0.0, 1.0)
+    resized = F.interpolate(image[None].float(), size=tuple(size), mode="bilinear", align_corners=False,
+                            antialias=True)[0]
+    return resized.clamp(0.0, 1.0)
 
 
 class MLLMViewd(MapTransform):
@@ -320,9 +328,11 @@ class MLLMViewd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
-        image = _as_rgb(torch.as_tensor(d[self.image_key]), describe_record(d))
+        image = torch.as_tensor(d[self.image_key])
+        _as_rgb(image, describe_record(d))  # check the channels before any work
         size = mllm_view_size(image.shape[-2:], self.max_edge)
-        d[self.output_key] = (_resize(image, size) * 255.0).round().to(torch.uint8)
+        # resize grey images before repeating them to RGB: a third of the work
+        d[self.output_key] = _as_rgb((_resize(image, size) * 255.0).round().to(torch.uint8), "")
         d["mllm_view_size"] = size
         if self.geometry is not None:
             try:
@@ -350,7 +360,9 @@ class SAMViewd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
-        image = _resize(_as_rgb(torch.as_tensor(d[self.image_key]), describe_record(d)), (self.size, self.size))
+        image = torch.as_tensor(d[self.image_key])
+        _as_rgb(image, describe_record(d))
+        image = _as_rgb(_resize(image, (self.size, self.size)), "")
         d[self.output_key] = convert_to_tensor(self._normalize(image.contiguous()), track_meta=False).float()
         return d
 
