@@ -145,11 +145,11 @@ class LoadImageAndLabeld(MapTransform):
         if label_header.channels != 1:
             raise ValueError(f"{where}: the mask {label_path} has {label_header.channels} channels; a mask must be "
                              "a single-channel image (convert it to grey, e.g. with PIL's Image.convert('L')).")
+        if label_header.is_volume and not header.is_volume:
+            raise ValueError(f"{where}: the mask {label_path} is a volume of shape {label_header.spatial_shape} but "
+                             "the image is 2D; give a 2D mask.")
         label = self._read(label_path, label_header, where, mask=True)
-        if label_header.is_volume:
-            label = self._to_plane(label, slice_axis, slice_index)
-        else:
-            label = self._to_plane(label, None, None)
+        label = self._to_plane(label, *((slice_axis, slice_index) if label_header.is_volume else (None, None)))
         if tuple(label.shape[-2:]) != d["original_size"]:
             raise ValueError(f"{where}: the mask {label_path} has size {tuple(label.shape[-2:])} (height, width) "
                              f"but the image has size {d['original_size']}; they must match pixel for pixel.")
@@ -173,7 +173,8 @@ class LoadImageAndLabeld(MapTransform):
     def _slice(self, d: dict, header, where: str) -> tuple[int | None, int | None]:
         if not header.is_volume:
             return None, None
-        axis = d.get(self.slice_axis_key, 2)
+        axis = d.get(self.slice_axis_key)
+        axis = 2 if axis is None else axis
         index = d.get(self.slice_index_key)
         if axis not in (0, 1, 2) or isinstance(axis, bool):
             raise ValueError(f"{where}: {self.slice_axis_key!r} must be 0, 1 or 2, got {axis!r}.")
@@ -297,9 +298,9 @@ def _as_rgb(image: torch.Tensor, where: str) -> torch.Tensor:
 def _resize(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear resize of a ``(C, H, W)`` float image with antialiasing, clamped to [0, 1].
 
-    torch's own antialiased bilinear filter is what the Qwen2-VL processor (torchvision) and PIL use when
-    down-sampling; MONAI's ``Resize(anti_aliasing=True)`` gives a similar result through a Gaussian
-    pre-filter, but is about ten times slower on a 1024-pixel image.
+    torch's antialiased filter is the one torchvision (and so the Qwen2-VL processor) applies when
+    down-sampling; MONAI's ``Resize(anti_aliasing=True)`` gets a similar result with a Gaussian pre-filter,
+    but was about four times slower on a 1024-pixel image.
     """
     if tuple(image.shape[-2:]) == tuple(size):
         return image

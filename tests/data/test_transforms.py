@@ -87,6 +87,9 @@ def test_volume_without_or_with_bad_slice_is_refused_with_the_row(tmp_path):
         _load(image=image, slice_index=6)
     with pytest.raises(ValueError, match="slice_axis"):
         _load(image=image, slice_index=1, slice_axis=3)
+    flat = write_png(tmp_path / "flat.png", picture())
+    with pytest.raises(ValueError, match=r"row 4 .*mask .* is a volume .* the image is 2D"):
+        _load(image=flat, label=image)
 
 
 def test_mask_problems_are_refused_with_the_row(tmp_path):
