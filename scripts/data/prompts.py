@@ -38,6 +38,7 @@ __all__ = [
     "BOXES_PLACEHOLDER",
     "DISEASE_PLACEHOLDER",
     "FORMAT_INSTRUCTION",
+    "FORMAT_TAGS",
     "MAX_PARSED_CHARS",
     "QUESTION_TEMPLATES",
     "THINK_CLOSE",
@@ -47,6 +48,7 @@ __all__ = [
     "clean_reasoning",
     "describe_location",
     "format_boxes",
+    "has_box_literal",
     "parse_completion",
     "remove_tokens",
     "render_answer",
@@ -55,13 +57,15 @@ __all__ = [
     "resolve_answer",
     "render_reasoning",
     "strip_coordinates",
+    "text_fields",
 ]
 
 _LOGGER = logging.getLogger(__name__)
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
-_TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
+#: The tags of the completion format (never allowed in datalist text).
+FORMAT_TAGS: tuple[str, ...] = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
 
 #: Appended to every question in the user turn. It names the tags but never writes ``<seg>`` itself: the
 #: string would be tokenised as the segmentation token inside the prompt.
@@ -289,6 +293,32 @@ def render_reasoning(
     return strip_coordinates(" ".join(sentences))
 
 
+def text_fields(
+    record: Mapping[str, object], rng: random.Random | int | object, image_size: Sequence[int] | None = None
+) -> dict[str, str]:
+    """A question and a reasoning to store in a datalist record (e.g. the synthetic generator's ``text_fn``).
+
+    No answer is produced: answers hold coordinates in the MLLM processor's pixel space, which only the
+    pipeline knows, so :class:`scripts.data.transforms.RenderTextd` renders them at load time. Leaving the
+    question and reasoning out of a datalist is usually better still: the pipeline then renders them at load
+    time too, with a new phrasing every training epoch.
+
+    Args:
+        record: needs ``disease``, ``modality`` and ``anatomy``; uses ``boxes`` (original pixels) and the
+            synthetic generator's appearance fields when present.
+        rng: a ``random.Random``, a numpy ``Generator`` or an integer seed.
+        image_size: ``(height, width)`` of the image, to word the lesions' location (default:
+            ``record["image_size"]`` if present, else no location words).
+    """
+    if isinstance(rng, int):
+        rng = random.Random(rng)
+    elif not isinstance(rng, random.Random):
+        rng = random.Random(int(rng.integers(0, 2**31 - 1)))  # a numpy Generator
+    size = image_size if image_size is not None else record.get("image_size")
+    boxes = record.get("boxes") or []
+    return {"question": render_question(record, rng), "reasoning": render_reasoning(record, boxes, rng, size)}
+
+
 def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -320,6 +350,11 @@ BOXES_PLACEHOLDER, DISEASE_PLACEHOLDER = "{bboxes}", "{disease}"
 _BOX_LITERAL = re.compile(rf"\[\s*{_NUMBER_PATTERN}(?:\s*,\s*{_NUMBER_PATTERN}){{3}}\s*\]")
 
 
+def has_box_literal(text: str) -> bool:
+    """True when ``text`` writes a box such as ``[12, 34, 56, 78]``."""
+    return bool(_BOX_LITERAL.search(text))
+
+
 def resolve_answer(template: str | None, disease: str, boxes: Sequence[Sequence[int]]) -> str:
     """The answer sentence of a record: rendered, or a datalist answer with its placeholders filled in.
 
@@ -339,7 +374,7 @@ def resolve_answer(template: str | None, disease: str, boxes: Sequence[Sequence[
     if template is None or not str(template).strip():
         return render_answer(disease, boxes)
     template = str(template).strip()
-    if _BOX_LITERAL.search(template):
+    if has_box_literal(template):
         raise ValueError(f"The answer {template!r} holds literal coordinates; write {BOXES_PLACEHOLDER} where the "
                          "boxes go (they are rendered in the MLLM processor's pixel space) or leave it out.")
     if BOXES_PLACEHOLDER in template:
@@ -354,7 +389,7 @@ def resolve_answer(template: str | None, disease: str, boxes: Sequence[Sequence[
 
 def clean_reasoning(text: str, seg_token: str = SEG_TOKEN) -> str:
     """Reasoning text from a datalist made safe for a target: no coordinates, no tags, no ``<seg>``."""
-    return strip_coordinates(remove_tokens(text, (*_TAGS, seg_token)))
+    return strip_coordinates(remove_tokens(text, (*FORMAT_TAGS, seg_token)))
 
 
 def render_completion(reasoning: str, answer: str, seg_token: str = SEG_TOKEN) -> str:
@@ -484,8 +519,8 @@ def _parse(text: object, seg_token: str) -> ParsedCompletion:
         return ParsedCompletion(error=f"the completion has {len(text)} characters (more than {MAX_PARSED_CHARS})",
                                 seg_count=text.count(seg_token))
     result = ParsedCompletion(seg_count=text.count(seg_token))
-    counts = {tag: text.count(tag) for tag in _TAGS}
-    positions = {tag: text.find(tag) for tag in _TAGS}
+    counts = {tag: text.count(tag) for tag in FORMAT_TAGS}
+    positions = {tag: text.find(tag) for tag in FORMAT_TAGS}
     think_ok = counts[THINK_OPEN] == 1 and counts[THINK_CLOSE] == 1 and positions[THINK_OPEN] < positions[THINK_CLOSE]
     answer_ok = (counts[ANSWER_OPEN] == 1 and counts[ANSWER_CLOSE] == 1
                  and positions[ANSWER_OPEN] < positions[ANSWER_CLOSE])
@@ -531,7 +566,7 @@ def _parse_box(group: str) -> list[float] | None:
 
 
 def _first_error(text, result, counts, positions, think_ok, answer_ok, answer_body, seg_token) -> str:
-    for tag in _TAGS:
+    for tag in FORMAT_TAGS:
         if counts[tag] != 1:
             return f"expected exactly one {tag}, found {counts[tag]}"
     if not think_ok:

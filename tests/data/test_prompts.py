@@ -20,6 +20,7 @@ from scripts.data.prompts import (
     render_reasoning,
     resolve_answer,
     strip_coordinates,
+    text_fields,
 )
 from scripts.data.vocabulary import ANATOMIES, LESION_TYPES, MODALITIES
 from scripts.networks import SEG_TOKEN
@@ -82,6 +83,16 @@ def test_same_seed_same_text():
     first = render_reasoning(SYNTHETIC, [[1, 1, 5, 5]], random.Random(9)), render_question(SYNTHETIC, random.Random(9))
     second = render_reasoning(SYNTHETIC, [[1, 1, 5, 5]], random.Random(9)), render_question(SYNTHETIC, random.Random(9))
     assert first == second
+
+
+def test_text_fields_for_a_datalist_record_accept_any_rng():
+    import numpy as np
+
+    record = {**SYNTHETIC, "boxes": [[0, 0, 10, 10]]}
+    fields = text_fields(record, np.random.default_rng(0), image_size=(100, 100))
+    assert set(fields) == {"question", "reasoning"} and "upper left" in fields["reasoning"]
+    assert text_fields(record, 3) == text_fields(record, random.Random(3))
+    assert not NUMBERS.search(text_fields(record, 1)["reasoning"])
 
 
 def test_describe_location():
