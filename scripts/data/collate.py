@@ -94,6 +94,7 @@ class CoreSegCollator:
         special = set(tokenizer.all_special_tokens)
         special.update(t.content for t in tokenizer.added_tokens_decoder.values() if t.special)
         self.protected_tokens = tuple(sorted(special | {seg_token}))
+        self._control_ids = {tokenizer.convert_tokens_to_ids(t) for t in special} - {self.seg_token_id}
         image_processor = processor.image_processor
         self.patch_size = int(image_processor.patch_size)
 
@@ -179,6 +180,10 @@ class CoreSegCollator:
         if seg_count != 1:
             raise ValueError(f"{describe_record(sample)}: the completion must hold exactly one {self.seg_token} "
                              f"token, found {seg_count}: {completion!r:.200}.")
+        control = sorted({self.processor.tokenizer.convert_ids_to_tokens(t) for t in ids if t in self._control_ids})
+        if control:  # e.g. an <|image_pad|> in a datalist's reasoning would be read as an image placeholder
+            raise ValueError(f"{describe_record(sample)}: the completion holds control tokens {control}; remove them "
+                             "from the datalist's text fields.")
         return torch.tensor([*ids, self.end_of_turn_id], dtype=torch.long)
 
     def _check_length(self, sample: Mapping[str, object], prompt_length: int, completion_length: int) -> None:

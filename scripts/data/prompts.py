@@ -49,6 +49,7 @@ __all__ = [
     "describe_location",
     "format_boxes",
     "has_box_literal",
+    "has_control_token",
     "parse_completion",
     "remove_tokens",
     "render_answer",
@@ -387,9 +388,22 @@ def resolve_answer(template: str | None, disease: str, boxes: Sequence[Sequence[
     return template.replace(DISEASE_PLACEHOLDER, disease)
 
 
+_CONTROL_TOKEN = re.compile(r"<\|[^<>|\s]{1,40}\|>")
+
+
+def has_control_token(text: str, seg_token: str = SEG_TOKEN) -> bool:
+    """True when ``text`` holds a format tag, ``<seg>`` or a Qwen-style control token such as ``<|im_end|>``."""
+    return seg_token in text or any(tag in text for tag in FORMAT_TAGS) or bool(_CONTROL_TOKEN.search(text))
+
+
 def clean_reasoning(text: str, seg_token: str = SEG_TOKEN) -> str:
-    """Reasoning text from a datalist made safe for a target: no coordinates, no tags, no ``<seg>``."""
-    return strip_coordinates(remove_tokens(text, (*FORMAT_TAGS, seg_token)))
+    """Reasoning text from a datalist made safe for a target: no coordinates, no tags, no ``<seg>``, no
+    ``<|...|>`` control tokens."""
+    previous = None
+    while previous != text:
+        previous = text
+        text = _CONTROL_TOKEN.sub("", remove_tokens(text, (*FORMAT_TAGS, seg_token)))
+    return strip_coordinates(text)
 
 
 def render_completion(reasoning: str, answer: str, seg_token: str = SEG_TOKEN) -> str:

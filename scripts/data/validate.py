@@ -33,11 +33,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from scripts.networks.mllm import SEG_TOKEN
-
 from .coordinates import box_problems, boxes_from_mask
 from .datalist import INDEX_KEY, SECTION_KEY, SECTIONS, DatalistError, prepare_record
-from .prompts import BOXES_PLACEHOLDER, FORMAT_TAGS, has_box_literal
+from .prompts import BOXES_PLACEHOLDER, has_box_literal, has_control_token
 from .readers import plane_size, read_header
 from .transforms import BoxesFromLabeld, LoadImageAndLabeld
 from .vocabulary import ANATOMIES, MODALITIES
@@ -47,7 +45,6 @@ __all__ = ["Issue", "ValidationReport", "check_record", "check_record_pixels", "
 
 _TEXT_FIELDS = ("question", "reasoning", "answer", "disease")
 _LABELLED_SECTIONS = ("training", "validation")
-_SEG_LIKE = (SEG_TOKEN, *FORMAT_TAGS)
 
 
 @dataclass(frozen=True)
@@ -155,9 +152,9 @@ def check_record(record: Mapping[str, object], check_files: bool = True) -> list
     for name, severity in (("disease", "error"), ("answer", "error"), ("question", "warning"),
                            ("reasoning", "warning")):
         value = record.get(name)
-        if isinstance(value, str) and any(tag in value for tag in _SEG_LIKE):
+        if isinstance(value, str) and has_control_token(value):
             cleaned = "" if severity == "error" else " (they are removed)"
-            add(name, f"holds control tags or <seg>{cleaned}: {value!r:.80}", severity)
+            add(name, f"holds control tags or tokens such as <seg>{cleaned}: {value!r:.80}", severity)
     answer = record.get("answer")
     if isinstance(answer, str) and has_box_literal(answer):
         add("answer", f"holds literal coordinates; write {BOXES_PLACEHOLDER} instead (boxes are rendered in the "

@@ -150,6 +150,8 @@ def test_bad_samples_are_refused_by_name(tiny_model, samples):
         collator([{k: v for k, v in samples[0].items() if k != "completion"}])
     with pytest.raises(ValueError, match="exactly one <seg> token, found 2"):
         collator([{**samples[0], "completion": samples[0]["completion"].replace("<seg>", "<seg> <seg>")}])
+    with pytest.raises(ValueError, match=r"control tokens \['<\|image_pad\|>'\]"):
+        collator([{**samples[0], "completion": samples[0]["completion"].replace("<think>", "<think> <|image_pad|>")}])
     with pytest.raises(ValueError, match="uint8"):
         collator([{**samples[0], "mllm_image": samples[0]["mllm_image"].float()}])
     with pytest.raises(ValueError, match="all labelled or all unlabelled"):

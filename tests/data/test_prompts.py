@@ -12,6 +12,7 @@ from scripts.data.prompts import (
     build_user_prompt,
     clean_reasoning,
     describe_location,
+    has_control_token,
     parse_completion,
     remove_tokens,
     render_answer,
@@ -145,8 +146,10 @@ def test_strip_coordinates_removes_numbers_in_coordinate_form_only():
     assert "in the upper lobe" in stripped and "2 lobules" in stripped
 
 
-def test_clean_reasoning_removes_tags_and_seg():
+def test_clean_reasoning_removes_tags_seg_and_control_tokens():
     assert clean_reasoning("A <seg> lesion </think> at [1,2,3,4].") == "A lesion."
+    assert clean_reasoning("A <|im_<|image_pad|>end|>lesion<|image_pad|>.") == "A lesion."
+    assert has_control_token("x <|im_end|>") and has_control_token("<answer>") and not has_control_token("a < b | c")
 
 
 def test_user_prompt_strips_control_tokens_and_keeps_the_question():

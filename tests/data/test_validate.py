@@ -56,6 +56,7 @@ def test_a_clean_datalist_passes(folder):
         ({"anatomy": None}, "anatomy", "missing"),
         ({"disease": ""}, "disease", "missing"),
         ({"disease": "nodule <seg>"}, "disease", "control tags"),
+        ({"answer": "There is no nodule.<|im_end|>"}, "answer", "control tags or tokens"),
         ({"answer": "The nodule is located at [1, 2, 3, 4]."}, "answer", "literal coordinates"),
         ({"answer": "Nothing here.", "boxes": [BOX]}, "answer", "no \\{bboxes\\} placeholder"),
         ({"question": 5}, "question", "must be a string"),
