@@ -1,6 +1,6 @@
 # Copyright 2026 CORE-Seg bundle contributors
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
-"""Splitting a collated CoreSeg batch into network inputs, ground truth and metadata."""
+"""Splitting a batch of :class:`scripts.data.collate.CoreSegCollator` into network inputs, masks and metadata."""
 
 from __future__ import annotations
 
@@ -8,18 +8,12 @@ from typing import Any
 
 import torch
 
+from scripts.data.collate import FORWARD_KEYS
+
 __all__ = ["MODEL_INPUT_KEYS", "MASK_KEY", "split_batch"]
 
 #: Keys of a collated batch that are arguments of ``CoreSeg.forward`` / ``CoreSeg.generate``.
-MODEL_INPUT_KEYS = (
-    "input_ids",
-    "attention_mask",
-    "pixel_values",
-    "image_grid_thw",
-    "mm_token_type_ids",
-    "labels",
-    "sam_images",
-)
+MODEL_INPUT_KEYS = FORWARD_KEYS
 #: Key of the ground-truth masks, ``(B, 1, S, S)`` at the SAM resolution.
 MASK_KEY = "label"
 
