@@ -3,6 +3,8 @@
 """Ignite engines of the MONAI engine family for CORE-Seg training and evaluation."""
 
 from .batch import MODEL_INPUT_KEYS, split_batch
+from .evaluator import CoreSegEvaluator
+from .handlers import EvaluationReportHandler
 from .trainer import CoreSegSFTTrainer
 
-__all__ = ["MODEL_INPUT_KEYS", "CoreSegSFTTrainer", "split_batch"]
+__all__ = ["MODEL_INPUT_KEYS", "CoreSegEvaluator", "CoreSegSFTTrainer", "EvaluationReportHandler", "split_batch"]
