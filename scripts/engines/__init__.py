@@ -5,6 +5,15 @@
 from .batch import MODEL_INPUT_KEYS, split_batch
 from .evaluator import CoreSegEvaluator
 from .handlers import EvaluationReportHandler
+from .inferers import GenerationInferer, TeacherForcedInferer
 from .trainer import CoreSegSFTTrainer
 
-__all__ = ["MODEL_INPUT_KEYS", "CoreSegEvaluator", "CoreSegSFTTrainer", "EvaluationReportHandler", "split_batch"]
+__all__ = [
+    "MODEL_INPUT_KEYS",
+    "CoreSegEvaluator",
+    "CoreSegSFTTrainer",
+    "EvaluationReportHandler",
+    "GenerationInferer",
+    "TeacherForcedInferer",
+    "split_batch",
+]

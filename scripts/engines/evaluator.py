@@ -18,6 +18,7 @@ from monai.utils import ForwardMode
 from scripts.evaluation import score_generation
 
 from .batch import split_batch
+from .inferers import GenerationInferer
 
 __all__ = ["CoreSegEvaluator"]
 
@@ -25,7 +26,7 @@ __all__ = ["CoreSegEvaluator"]
 class CoreSegEvaluator(SupervisedEvaluator):
     """Runs :meth:`CoreSeg.generate` on each batch (the real inference path, KV cache on).
 
-    ``engine.state.output`` holds ``pred`` (``(B, 1, S, S)`` float 0/1 masks), ``label`` (the ground-truth masks,
+    ``engine.state.output`` holds ``pred`` (``(B, 1, S, S)`` float 0/1 masks), ``mask_logits``, ``label`` (the ground-truth masks,
     when the batch has them), ``image`` (the SAM images), ``completions``, ``seg_counts``, ``metadata`` and, with
     ground truth, ``scores`` (:class:`scripts.evaluation.SampleScore` per sample), so MONAI metric handlers
     (``MeanDice`` with ``ignore_empty=False``) and :class:`scripts.engines.handlers.EvaluationReportHandler` work
@@ -35,8 +36,8 @@ class CoreSegEvaluator(SupervisedEvaluator):
         device, val_data_loader, network, epoch_length, non_blocking, postprocessing, key_val_metric,
         additional_metrics, metric_cmp_fn, val_handlers, amp, mode, event_names, event_to_attr, decollate,
         amp_kwargs: as in :class:`monai.engines.SupervisedEvaluator` (``decollate`` defaults to False).
-        generation_kwargs: arguments of ``CoreSeg.generate`` (``max_new_tokens``, ``do_sample``, ...); greedy
-            decoding by default.
+        inferer: a :class:`scripts.engines.inferers.GenerationInferer` holding the generation settings
+            (default: greedy decoding, at most 512 new tokens).
     """
 
     def __init__(
@@ -57,7 +58,7 @@ class CoreSegEvaluator(SupervisedEvaluator):
         event_to_attr: dict | None = None,
         decollate: bool = False,
         amp_kwargs: dict | None = None,
-        generation_kwargs: dict | None = None,
+        inferer: GenerationInferer | None = None,
     ) -> None:
         super().__init__(
             device=device,
@@ -76,8 +77,8 @@ class CoreSegEvaluator(SupervisedEvaluator):
             event_to_attr=event_to_attr,
             decollate=decollate,
             amp_kwargs=amp_kwargs,
+            inferer=inferer if inferer is not None else GenerationInferer(),
         )
-        self.generation_kwargs = {"max_new_tokens": 512, "do_sample": False, **(generation_kwargs or {})}
 
     def _iteration(self, engine: CoreSegEvaluator, batchdata: dict[str, Any]) -> dict:
         if batchdata is None:
@@ -88,11 +89,12 @@ class CoreSegEvaluator(SupervisedEvaluator):
         autocast = torch.autocast(engine.state.device.type, **engine.amp_kwargs) if engine.amp \
             else contextlib.nullcontext()
         with engine.mode(engine.network), autocast:
-            generation = engine.network.generate(**inputs, **engine.generation_kwargs)
+            generation = engine.inferer(inputs, engine.network)
         metadata = rest.get("metadata") or [{} for _ in generation.completions]
         engine.state.output = {
             Keys.IMAGE: inputs["sam_images"],
             Keys.PRED: generation.masks.float(),
+            "mask_logits": generation.mask_logits,
             "completions": generation.completions,
             "seg_counts": generation.seg_counts,
             "metadata": metadata,

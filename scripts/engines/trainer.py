@@ -18,6 +18,7 @@ from torch.optim import Optimizer
 from scripts.losses import CoreSegSFTLoss
 
 from .batch import split_batch
+from .inferers import TeacherForcedInferer
 
 __all__ = ["CoreSegSFTTrainer"]
 
@@ -40,6 +41,7 @@ class CoreSegSFTTrainer(SupervisedTrainer):
             per-sample outputs during training).
         loss_function: a :class:`scripts.losses.CoreSegSFTLoss` (default: paper weights 1.0 and 1.0).
         grad_clip_norm: clip the global gradient norm of the trainable parameters to this value (None: off).
+        inferer: how the network is called on a batch (default: :class:`TeacherForcedInferer`).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class CoreSegSFTTrainer(SupervisedTrainer):
         amp_kwargs: dict | None = None,
         accumulation_steps: int = 1,
         grad_clip_norm: float | None = None,
+        inferer: TeacherForcedInferer | None = None,
     ) -> None:
         super().__init__(
             device=device,
@@ -89,6 +92,7 @@ class CoreSegSFTTrainer(SupervisedTrainer):
             optim_set_to_none=optim_set_to_none,
             amp_kwargs=amp_kwargs,
             accumulation_steps=accumulation_steps,
+            inferer=inferer if inferer is not None else TeacherForcedInferer(),
         )
         if grad_clip_norm is not None and grad_clip_norm <= 0:
             raise ValueError(f"grad_clip_norm must be positive or None, got {grad_clip_norm}.")
@@ -107,7 +111,7 @@ class CoreSegSFTTrainer(SupervisedTrainer):
         if should_zero_grad:
             engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with _autocast(engine):
-            output = engine.network(**inputs)
+            output = engine.inferer(inputs, engine.network)
             engine.state.output[Keys.PRED] = output.mask_logits
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             parts = engine.loss_function(output, masks)

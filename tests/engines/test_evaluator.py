@@ -13,7 +13,7 @@ from PIL import Image
 from scripts.data.collate import CoreSegCollator
 from scripts.data.coordinates import ProcessorGeometry
 from scripts.data.transforms import build_transforms
-from scripts.engines import CoreSegEvaluator, EvaluationReportHandler
+from scripts.engines import CoreSegEvaluator, EvaluationReportHandler, GenerationInferer
 
 
 def _records(tmp_path, count=3):
@@ -47,7 +47,7 @@ def test_evaluator_generates_scores_and_reports(tiny_model, tmp_path):
         key_val_metric={"val_mean_dice": IgniteMetricHandler(
             metric_fn=DiceMetric(include_background=True, reduction="mean", ignore_empty=False),
             output_transform=from_engine(["pred", "label"]))},
-        val_handlers=[report], generation_kwargs={"max_new_tokens": 4},
+        val_handlers=[report], inferer=GenerationInferer(max_new_tokens=4),
     )
     evaluator.run()
     metrics = evaluator.state.metrics
