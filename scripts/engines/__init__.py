@@ -4,7 +4,7 @@
 
 from .batch import MODEL_INPUT_KEYS, split_batch
 from .evaluator import CoreSegEvaluator
-from .handlers import EvaluationReportHandler
+from .handlers import EvaluationReportHandler, PredictionWriter
 from .inferers import GenerationInferer, TeacherForcedInferer
 from .trainer import CoreSegSFTTrainer
 
@@ -14,6 +14,7 @@ __all__ = [
     "CoreSegSFTTrainer",
     "EvaluationReportHandler",
     "GenerationInferer",
+    "PredictionWriter",
     "TeacherForcedInferer",
     "split_batch",
 ]

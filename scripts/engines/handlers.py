@@ -15,7 +15,7 @@ from ignite.engine import Engine, Events
 from scripts.evaluation import EvaluationReport, SampleScore, summarize
 from scripts.networks.medsam2 import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 
-__all__ = ["EvaluationReportHandler"]
+__all__ = ["EvaluationReportHandler", "PredictionWriter"]
 
 #: Summary entries copied into ``engine.state.metrics`` (names as logged).
 REPORTED_METRICS = ("mDice", "mIoU", "failure_rate", "format_valid_rate", "box_mIoU")
@@ -118,3 +118,35 @@ def _offer(heap: list, priority: tuple, make_item, capacity: int) -> None:
         heapq.heappush(heap, (priority, make_item()))
     elif priority > heap[0][0]:
         heapq.heapreplace(heap, (priority, make_item()))
+
+
+class PredictionWriter:
+    """Writes the predictions of an evaluator run through a :class:`scripts.inference.Predictor`.
+
+    For each sample: the mask in the input's geometry and a JSON with the reasoning, answer and boxes (see
+    :meth:`Predictor.save`); at the end of the run, ``predictions.json`` indexing them all.
+
+    Args:
+        predictor: the Predictor whose post-processing and writer are used.
+        output_dir: where to write.
+    """
+
+    def __init__(self, predictor, output_dir: str | Path) -> None:
+        self.predictor = predictor
+        self.output_dir = Path(output_dir)
+        self.index: list[dict] = []
+        self.logger = logging.getLogger(__name__)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self.index.clear())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write_index)
+
+    def __call__(self, engine: Engine) -> None:
+        output = engine.state.output
+        predictions = self.predictor.postprocess(output["completions"], output["mask_logits"], output["metadata"])
+        self.index.extend(self.predictor.save(prediction, self.output_dir) for prediction in predictions)
+
+    def _write_index(self, engine: Engine) -> None:
+        path = self.predictor.write_index(self.index, self.output_dir)
+        self.logger.info(f"{len(self.index)} predictions written to {self.output_dir} (index: {path})")
