@@ -77,7 +77,7 @@ def _as_boxes(boxes: Sequence[Sequence[float]] | np.ndarray | torch.Tensor, name
 def match_boxes(pred_boxes, gt_boxes) -> BoxMatch:
     """Hungarian matching of ``[x1, y1, x2, y2]`` boxes on the cost ``1 - IoU`` (MONAI ``box_iou``).
 
-    Pairs with IoU 0 are not counted as matches.
+    Every box of the smaller set is matched (``min(N, M)`` pairs), possibly with IoU 0.
     """
     pred, gt = _as_boxes(pred_boxes, "pred_boxes"), _as_boxes(gt_boxes, "gt_boxes")
     if len(pred) == 0 or len(gt) == 0:
@@ -85,8 +85,7 @@ def match_boxes(pred_boxes, gt_boxes) -> BoxMatch:
         return BoxMatch(empty, empty, np.zeros(0), len(pred), len(gt))
     ious = np.asarray(box_iou(pred, gt), dtype=np.float64)
     rows, cols = linear_sum_assignment(1.0 - ious)
-    keep = ious[rows, cols] > 0
-    return BoxMatch(rows[keep], cols[keep], ious[rows, cols][keep], len(pred), len(gt))
+    return BoxMatch(rows, cols, ious[rows, cols], len(pred), len(gt))
 
 
 def box_miou(pred_boxes, gt_boxes) -> float:
