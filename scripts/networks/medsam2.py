@@ -81,9 +81,12 @@ class MedSAM2Segmenter(nn.Module):
 
     Args:
         sam_model: a ``sam2.modeling.sam2_base.SAM2Base`` (e.g. from :meth:`from_config`).
+        train_image_encoder: also train the image encoder. Off for MedSAM2, whose pretrained encoder the paper
+            freezes; a randomly initialised encoder (the ``tiny`` preset trained from scratch) needs it, since
+            random frozen features cannot delineate low-contrast lesions.
     """
 
-    def __init__(self, sam_model: nn.Module) -> None:
+    def __init__(self, sam_model: nn.Module, train_image_encoder: bool = False) -> None:
         super().__init__()
         if not getattr(sam_model, "use_high_res_features_in_sam", False):
             raise ValueError("MedSAM2Segmenter expects a SAM2 model with use_high_res_features_in_sam=True.")
@@ -94,8 +97,8 @@ class MedSAM2Segmenter(nn.Module):
         self.image_size = int(sam_model.image_size)
         self.prompt_dim = int(sam_model.sam_prompt_embed_dim)
         self.mask_decoder.dynamic_multimask_via_stability = False  # same output in train and eval mode
-        for module in (self.image_encoder, self.prompt_encoder):
-            module.requires_grad_(False)
+        self.prompt_encoder.requires_grad_(False)
+        self.image_encoder.requires_grad_(train_image_encoder)
         self.no_mem_embed.requires_grad_(False)
         self.mask_decoder.requires_grad_(True)
 
@@ -105,6 +108,7 @@ class MedSAM2Segmenter(nn.Module):
         config_name: str = SAM2_BASE_CONFIG,
         hydra_overrides: Sequence[str] = MEDSAM2_HYDRA_OVERRIDES,
         checkpoint: str | Path | None = None,
+        train_image_encoder: bool = False,
     ) -> MedSAM2Segmenter:
         """Build through ``sam2.build_sam.build_sam2`` and optionally load a sam2-format checkpoint.
 
@@ -113,6 +117,7 @@ class MedSAM2Segmenter(nn.Module):
             hydra_overrides: hydra overrides applied to it (default: MedSAM2's 512x512 geometry).
             checkpoint: path to a sam2 checkpoint, a ``torch.save``-d dict with a ``"model"`` state dict
                 (e.g. ``MedSAM2_latest.pt``). ``None`` keeps the random initialisation.
+            train_image_encoder: see the class docstring.
 
         Raises:
             FileNotFoundError: the checkpoint path does not exist.
@@ -130,11 +135,16 @@ class MedSAM2Segmenter(nn.Module):
         )
         if checkpoint is not None:
             load_sam2_checkpoint(sam_model, checkpoint)
-        return cls(sam_model)
+        return cls(sam_model, train_image_encoder=train_image_encoder)
 
-    @torch.no_grad()
+    @property
+    def image_encoder_trainable(self) -> bool:
+        return any(p.requires_grad for p in self.image_encoder.parameters())
+
     def encode_image(self, images: torch.Tensor) -> SamImageFeatures:
-        """Run the frozen image encoder once; the result can serve many prompts.
+        """Run the image encoder once; the result can serve many prompts.
+
+        A frozen encoder runs without autograd (no activations kept for backward).
 
         Args:
             images: ``(B, 3, image_size, image_size)`` float images with SAM normalisation applied.
@@ -144,7 +154,8 @@ class MedSAM2Segmenter(nn.Module):
             raise ValueError(f"Expected SAM images of shape (B, {expected[0]}, {expected[1]}, {expected[2]}), "
                              f"got {tuple(images.shape)}.")
         dtype = next(self.image_encoder.parameters()).dtype
-        fpn = self.image_encoder(images.to(dtype))["backbone_fpn"]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.image_encoder_trainable):
+            fpn = self.image_encoder(images.to(dtype))["backbone_fpn"]
         embeddings = fpn[-1] + self.no_mem_embed.view(1, -1, 1, 1)
         return SamImageFeatures(image_embeddings=embeddings, high_res_features=(fpn[0], fpn[1]))
 

@@ -117,6 +117,7 @@ def build_coreseg(
     max_pixels: int | None = None,
     random_weights: bool = False,
     allow_download: bool = False,
+    train_sam_encoder: bool = False,
     seed: int = 0,
 ) -> CoreSeg:
     """Build a :class:`~scripts.networks.coreseg.CoreSeg` from a preset.
@@ -139,6 +140,8 @@ def build_coreseg(
         random_weights: build the preset's architecture with random weights instead of loading files.
         allow_download: let a missing ``mllm_path``/``sam_checkpoint`` be fetched from the Hugging Face hub
             (``Qwen/Qwen2.5-VL-3B-Instruct``, ``wanglab/MedSAM2``). Off by default.
+        train_sam_encoder: train the SAM image encoder too (off: the paper freezes MedSAM2's pretrained encoder;
+            a randomly initialised tiny encoder trained from scratch needs it).
         seed: seed of every random initialisation (base weights, LoRA, adapter), for reproducible builds.
     """
     if preset not in PRESETS:
@@ -179,6 +182,7 @@ def build_coreseg(
             SAM2_BASE_CONFIG,
             hydra_overrides=tuple(sam_hydra_overrides) if sam_hydra_overrides is not None else settings["sam_hydra_overrides"],
             checkpoint=sam_checkpoint,
+            train_image_encoder=train_sam_encoder,
         )
         hidden_size = model.config.get_text_config().hidden_size
         prompt_adapter = build_prompt_adapter(adapter, hidden_size, segmenter.prompt_dim, **(adapter_kwargs or {}))

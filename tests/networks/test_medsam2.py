@@ -114,3 +114,13 @@ def test_wrong_input_shapes_are_rejected(segmenter):
     features = segmenter.encode_image(torch.randn(1, 3, 512, 512))
     with pytest.raises(ValueError, match="sparse prompts"):
         segmenter.decode(features, torch.randn(1, 1, 128))
+
+
+def test_image_encoder_can_train_when_asked():
+    torch.manual_seed(0)
+    segmenter = MedSAM2Segmenter.from_config(hydra_overrides=TINY_SAM2_HYDRA_OVERRIDES, train_image_encoder=True)
+    assert segmenter.image_encoder_trainable and not any(p.requires_grad for p in segmenter.prompt_encoder.parameters())
+    segmenter(torch.randn(1, 3, 512, 512), torch.randn(1, 1, 256)).mask_logits.mean().backward()
+    assert all(p.grad is not None for p in segmenter.image_encoder.trunk.parameters())
+    with torch.no_grad():
+        assert not segmenter.encode_image(torch.randn(1, 3, 512, 512)).image_embeddings.requires_grad
