@@ -23,7 +23,7 @@ from .figure import plot_phantom_grid
 
 def generate(
     out_dir: str,
-    size: str = "demo",
+    size: str | dict[str, int] = "demo",
     seed: int = 0,
     text_fn: str | None = None,
     num_workers: int = 0,
@@ -33,7 +33,7 @@ def generate(
 
     Args:
         out_dir: output folder.
-        size: demo, small or large.
+        size: demo, small or large, or images per split such as ``"{'training': 46, 'test': 23}"``.
         seed: benchmark seed.
         text_fn: dotted path of a ``text_fn(record, rng) -> dict`` adding question, reasoning and answer.
         num_workers: worker processes for rendering.
@@ -56,8 +56,9 @@ def figure(out_path: str = "docs/images/synthetic_phantoms.png", seed: int = 0, 
     return f"wrote {plot_phantom_grid(out_path, seed=seed, columns=columns)}"
 
 
-def main() -> None:
-    fire.Fire({"generate": generate, "figure": figure})
+def main(argv: list[str] | None = None) -> None:
+    """Run the command line; ``argv`` defaults to ``sys.argv[1:]``."""
+    fire.Fire({"generate": generate, "figure": figure}, command=argv)
 
 
 if __name__ == "__main__":

@@ -120,11 +120,11 @@ FINDING_STYLES: dict[tuple[str, str], FindingStyle] = {
         "very bright (calcium density)", "round", (0.010, 0.022), _grey(0.97), "fill", 0.6, 0.0, "brain"),
     # --- CT, abdomen (soft-tissue window) ---
     ("CT", "liver tumor"): FindingStyle(
-        "hypodense", "irregular", (0.035, 0.09), _grey(-0.14), "add", 3.0, 0.07, "liver", min_inside=0.85),
+        "hypodense", "irregular", (0.035, 0.085), _grey(-0.14), "add", 3.0, 0.07, "liver", min_inside=0.8),
     ("CT", "liver cyst"): FindingStyle(
         "dark (water density)", "round", (0.022, 0.06), _grey(0.30), "fill", 0.6, 0.0, "liver", min_inside=0.85),
     ("CT", "kidney tumor"): FindingStyle(
-        "hypodense", "irregular", (0.028, 0.055), _grey(-0.15), "add", 2.5, 0.07, "kidney", min_inside=0.6),
+        "hypodense", "irregular", (0.025, 0.045), _grey(-0.15), "add", 2.5, 0.07, "kidney", min_inside=0.6),
     ("CT", "kidney stone"): FindingStyle(
         "very bright (calcium density)", "round", (0.008, 0.018), _grey(1.0), "fill", 0.5, 0.0, "kidney",
         min_inside=0.8),
@@ -155,9 +155,10 @@ FINDING_STYLES: dict[tuple[str, str], FindingStyle] = {
         "hypointense (fluid-like)", "round", (0.025, 0.055), _grey(0.06), "fill", 0.7, 0.0, "brain"),
     # --- MRI, abdomen (T2) ---
     ("MRI", "pancreatic tumor"): FindingStyle(
-        "hypointense", "irregular", (0.03, 0.055), _grey(-0.16), "add", 3.0, 0.07, "pancreas", min_inside=0.5),
+        "hypointense", "irregular", (0.025, 0.045), _grey(-0.16), "add", 3.0, 0.07, "pancreas", min_inside=0.4),
     ("MRI", "pseudocyst"): FindingStyle(
-        "very bright (fluid)", "round", (0.03, 0.06), _grey(0.93), "fill", 0.7, 0.0, "pancreas", min_inside=0.3),
+        "very bright (fluid)", "round", (0.03, 0.06), _grey(0.93), "fill", 0.7, 0.0, "peripancreatic",
+        min_inside=0.9),
     # --- MRI, breast (contrast-enhanced, fat-suppressed T1) ---
     ("MRI", "breast cancer"): FindingStyle(
         "enhancing (bright)", "spiculated", (0.03, 0.065), _grey(0.30), "add", 2.5, 0.10, "breast",

@@ -175,10 +175,11 @@ def _abdomen(canvas: Canvas, rng: np.random.Generator, v: dict[str, float]) -> S
     for _ in range(int(rng.integers(3, 6))):  # hepatic and portal veins
         start = c.pixels(np.array([at(0.1, -0.22)]))[0]
         vein = random_walk(tuple(start), rng.uniform(2.3, 4.0), rng.uniform(0.2, 0.45) * c.scale, rng, 0.05)
-        p.paint("vessel", stroke(c.shape, [vein], _px(c, rng.uniform(2.0, 3.5))) * liver * 0.8, v["liver_vessel"])
+        # painted as part of the liver: lesions may grow over the veins
+        p.paint("liver", stroke(c.shape, [vein], _px(c, rng.uniform(2.0, 3.5))) * liver * 0.8, v["liver_vessel"])
     p.paint("spleen", c.ellipse(at(0.12, 0.66), (0.3 * ry, 0.13 * rx), angle=-0.6, edge_px=1.3, rng=rng,
                                 wobble=0.08) * cavity, v["spleen"])
-    pancreas = c.ellipse(at(0.08, 0.2), (0.065 * ry, 0.34 * rx), angle=-0.25, edge_px=1.2, rng=rng, wobble=0.18)
+    pancreas = c.ellipse(at(0.08, 0.2), (0.1 * ry, 0.36 * rx), angle=-0.25, edge_px=1.2, rng=rng, wobble=0.18)
     p.paint("pancreas", pancreas * cavity, v["pancreas"] + _texture(c, rng, 0.01, 0.02))
     p.paint("vessel", c.ellipse(at(0.32, 0.07), (0.075 * ry, 0.075 * ry), edge_px=1.0), v["aorta"])
     p.paint("vessel", c.ellipse(at(0.28, -0.15), (0.06 * ry, 0.05 * rx), edge_px=1.0), v["ivc"])
@@ -198,8 +199,11 @@ def _abdomen(canvas: Canvas, rng: np.random.Generator, v: dict[str, float]) -> S
             + _texture(c, rng, 0.01, 0.03))
     p.paint("bone", c.ellipse(at(0.86, 0.0), (0.12 * ry, 0.14 * rx), edge_px=1.0), v["cortex"])
     p.paint("canal", c.ellipse(at(0.84, 0.0), (0.065 * ry, 0.065 * ry), edge_px=1.0), v["canal"])
+    pancreas_region = p.visible("pancreas")
+    # Pseudocysts grow next to the gland as often as in it.
+    around = ndimage.binary_dilation(pancreas_region, iterations=max(1, int(0.1 * c.scale))) & (cavity > 0.5)
     return Scene(p.image, {"liver": _erode(p.visible("liver"), 2), "kidney": p.visible("kidney"),
-                           "pancreas": p.visible("pancreas")})
+                           "pancreas": pancreas_region, "peripancreatic": around})
 
 
 def _ct_abdomen(canvas: Canvas, rng: np.random.Generator) -> Scene:
@@ -309,7 +313,9 @@ def _ct_neck(canvas: Canvas, rng: np.random.Generator) -> Scene:
     stations = np.zeros(c.shape, dtype=bool)
     for side in (-1, 1):
         stations |= c.ellipse(at(0.0, side * 0.58), (0.26, 0.24 * rx), edge_px=1.0) > 0.5
-    node_station = stations & p.visible("fat") & (rho < 0.9)
+    # Lymph nodes sit in the fat along the vessels and may push the muscles aside, but not the bones or organs.
+    blocked = p.visible("bone") | p.visible("airway") | p.visible("thyroid") | p.visible("vessel") | p.visible("canal")
+    node_station = stations & (rho < 0.88) & ~blocked
     return Scene(p.image, {"node_station": node_station})
 
 
@@ -847,4 +853,6 @@ def render_scene(modality: str, anatomy: str, canvas: Canvas, rng: np.random.Gen
     except KeyError:
         known = ", ".join(f"{m}/{a}" for m, a in SCENES)
         raise ValueError(f"No phantom scene for {modality}/{anatomy}; known scenes: {known}.") from None
-    return renderer(canvas, rng)
+    scene = renderer(canvas, rng)
+    scene.image = np.clip(scene.image, 0.0, 1.0).astype(np.float32)
+    return scene

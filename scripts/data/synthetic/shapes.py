@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from .canvas import radial_profile
 
@@ -29,8 +30,8 @@ SHAPE_KINDS: tuple[str, ...] = tuple(_SHAPE_PARAMETERS)
 def lesion_shape(kind: str, radius_px: float, rng: np.random.Generator) -> np.ndarray:
     """A random binary lesion of one shape kind, centred in a square patch of odd size.
 
-    The outline is ``r(theta)`` around the centre (before stretching and bending), so the region is connected
-    whatever the random draw; the patch has a one-pixel empty border.
+    The outline is ``r(theta)`` around the centre (before stretching and bending), and only the 8-connected
+    piece holding the centre is kept, so a lesion is one connected region; the patch has a one-pixel empty border.
 
     Args:
         kind: one of :data:`SHAPE_KINDS`.
@@ -65,6 +66,8 @@ def lesion_shape(kind: str, radius_px: float, rng: np.random.Generator) -> np.nd
     shape = rho <= outline
     shape[[0, -1], :] = False
     shape[:, [0, -1]] = False
-    if not shape.any():
-        shape[half, half] = True
-    return shape
+    shape[half, half] = True
+    # Thin spicule tips can fall between pixel centres and leave isolated pixels: keep the piece that holds the
+    # centre, so that one lesion is always one 8-connected component.
+    labels, _ = ndimage.label(shape, structure=np.ones((3, 3), dtype=bool))
+    return labels == labels[half, half]
