@@ -108,9 +108,10 @@ def _head(canvas: Canvas, rng: np.random.Generator, values: dict[str, float]) ->
             (cy + 0.28, cx + side * 0.2), (0.07, 0.03), angle=side * 0.6, edge_px=1.2))
     ventricles = np.maximum(ventricles, c.ellipse((cy + 0.1, cx), (0.07, 0.015), angle=angle, edge_px=1.0))
     painter.paint("csf", ventricles, values["csf"])
-    falx_points = np.array([[cy - radii[0] * 0.88, cx], [cy - 0.34, cx]]), np.array([[cy + 0.36, cx],
-                                                                                       [cy + radii[0] * 0.88, cx]])
-    falx = stroke(c.shape, [_line(c, *p) for p in falx_points], _px(c, 1.3)) * brain
+    # The falx: a thin midline membrane in front of and behind the ventricles.
+    falx_lines = [_line(c, (cy - radii[0] * 0.88, cx), (cy - 0.34, cx)),
+                  _line(c, (cy + 0.36, cx), (cy + radii[0] * 0.88, cx))]
+    falx = stroke(c.shape, falx_lines, _px(c, 1.3)) * brain
     painter.paint("falx", falx * 0.7, values["falx"])
     region = painter.visible("brain") & (rho < 0.84) & ~(ndimage.binary_dilation(ventricles > 0.1, iterations=2))
     return Scene(painter.image, {"brain": region})
