@@ -18,7 +18,9 @@ from scripts.baselines.text_blind_unet import (
     evaluate_checkpoint,
     format_summary,
     load_split,
+    predict,
     preprocessing,
+    score,
     summarize,
     train,
 )
@@ -107,6 +109,18 @@ def test_evaluation_scores_every_record_with_its_references(tiny_benchmark):
         assert (result["dice"] > 0) == (record["num_targets"] > 0)
 
 
+def test_scores_follow_the_probability_threshold(tiny_benchmark):
+    records = load_split(tiny_benchmark, "test")
+    logits = predict(ConstantLogits(0.0), [r["image"] for r in records], spatial_size=16, device="cpu",
+                     progress=False)
+    assert len(logits) == 3  # the paired records of an image share one prediction
+    by_threshold = score(records, logits, thresholds=(0.4, 0.6))
+    for everything, nothing, record in zip(by_threshold[0.4], by_threshold[0.6], records):
+        assert nothing["dice"] == nothing["dice_empty"]  # probability 0.5 is below 0.6: nothing predicted
+        assert (everything["dice"] > 0) == (record["num_targets"] > 0)  # and above 0.4: everything
+        assert everything["threshold"] == 0.4 and nothing["threshold"] == 0.6
+
+
 def test_summaries_group_records_and_aggregate_seeds():
     results = [
         {"modality": "CT", "num_targets": 1, "num_distractors": 0, "dice": 0.8, "dice_empty": 0.0},
@@ -128,11 +142,12 @@ def test_summaries_group_records_and_aggregate_seeds():
 
 
 def test_training_smoke_run_trains_saves_and_evaluates(tiny_benchmark, tmp_path):
-    kwargs = dict(epochs=2, batch_size=2, spatial_size=32, channels=(4, 8, 16), val_interval=1, device="cpu",
-                  progress=False)
+    kwargs = dict(epochs=2, batch_size=2, spatial_size=32, crop_size=16, channels=(4, 8, 16), val_interval=1,
+                  device="cpu", progress=False)
     metrics = train(str(tiny_benchmark), str(tmp_path / "a"), seed=3, **kwargs)
     assert metrics["settings"]["steps"] == 4  # 2 epochs of 2 batches of 2 images
     assert [point["epoch"] for point in metrics["validation_curve"]] == [1, 2]
+    assert metrics["threshold"] in metrics["validation_curve"][0]["val_dice_by_threshold"]
     assert all(math.isfinite(point["loss"]) for point in metrics["validation_curve"])
     test = metrics["test"]
     assert test["all"]["records"] == 6
