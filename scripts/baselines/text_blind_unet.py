@@ -173,7 +173,7 @@ def _default_device() -> torch.device:
 
 
 #: Probability thresholds tried on the validation split; the best one is kept with the model.
-THRESHOLDS: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
+THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20))  # 0.05, 0.10, ..., 0.95
 
 
 @torch.no_grad()
