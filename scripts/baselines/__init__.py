@@ -1,0 +1,3 @@
+# Copyright 2026 CORE-Seg bundle contributors
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""Baselines the reasoning model is measured against (see docs/synthetic_benchmark.md)."""
