@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from scripts.data.coordinates import boxes_from_mask
 from scripts.data.synthetic import (
     LESION_TYPE_ORDER,
     SIZES,
@@ -17,7 +18,6 @@ from scripts.data.synthetic import (
     generate_split,
     image_seed,
     lesion_type_at,
-    mask_to_boxes,
     render_phantom,
 )
 from scripts.data.synthetic.__main__ import main
@@ -75,7 +75,7 @@ def test_demo_records_are_valid_and_match_their_files(demo):
             assert image.ndim == (3 if record["modality"] in ("endoscopy", "dermoscopy", "fundus") else 2), where
             assert label.shape == image.shape[:2], where
             assert set(np.unique(label)) <= {0, 255}, where
-            assert record["boxes"] == mask_to_boxes(label), where
+            assert record["boxes"] == boxes_from_mask(label), where
             assert record["num_targets"] == len(record["boxes"]), where
             for x1, y1, x2, y2 in record["boxes"]:
                 assert 0 <= x1 < x2 <= image.shape[1] and 0 <= y1 < y2 <= image.shape[0], where

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from scripts.data.coordinates import boxes_from_mask
 from scripts.data.synthetic.artefacts import NOISE_LEVELS, apply_artefacts
-from scripts.data.synthetic.boxes import mask_to_boxes
 from scripts.data.synthetic.phantom import render_phantom
 from scripts.data.vocabulary import LESION_TYPES, lesion_types_for
 
@@ -29,7 +29,7 @@ def test_every_lesion_type_renders_with_masks_of_its_own_findings(lesion):
         assert set(np.unique(mask)) <= {0, 255}
         assert 1 <= phantom.count(finding) <= 2, f"{finding} found no room"
         # each lesion is its own 8-connected component, so boxes and counts agree
-        assert len(mask_to_boxes(mask)) == phantom.count(finding)
+        assert len(boxes_from_mask(mask)) == phantom.count(finding)
         # and it shows: its mean differs from the ring of tissue just around it
         inside = mask > 0
         ring = ndimage.binary_dilation(inside, iterations=4) & ~ndimage.binary_dilation(inside, iterations=1)
@@ -74,7 +74,7 @@ def test_counts_can_be_zero():
     phantom = render_phantom(lesion, seed=1, counts={lesion.disease: 0, lesion.distractor: 0})
     assert phantom.lesions == ()
     assert not phantom.mask(lesion.disease).any()
-    assert mask_to_boxes(phantom.mask(lesion.distractor)) == []
+    assert boxes_from_mask(phantom.mask(lesion.distractor)) == []
 
 
 def test_max_count_caps_single_structures():

@@ -20,6 +20,7 @@ from .benchmark import (
     SIZES,
     SPLITS,
     TextFn,
+    ensure_benchmark,
     find_lesion_type,
     generate_benchmark,
     generate_split,
@@ -27,7 +28,6 @@ from .benchmark import (
     lesion_type_at,
     make_records,
 )
-from .boxes import mask_to_boxes
 from .findings import FINDING_STYLES, FindingStyle, appearance, style_of
 from .phantom import Lesion, Phantom, render_phantom
 
@@ -40,11 +40,11 @@ __all__ = [
     "TextFn",
     "find_lesion_type",
     "generate_benchmark",
+    "ensure_benchmark",
     "generate_split",
     "image_seed",
     "lesion_type_at",
     "make_records",
-    "mask_to_boxes",
     "FINDING_STYLES",
     "FindingStyle",
     "appearance",

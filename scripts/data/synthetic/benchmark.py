@@ -30,8 +30,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..coordinates import boxes_from_mask
 from ..vocabulary import LESION_TYPES, MODALITIES, LesionType
-from .boxes import mask_to_boxes
 from .findings import appearance, style_of
 from .phantom import Phantom, render_phantom
 
@@ -48,6 +48,7 @@ __all__ = [
     "make_records",
     "generate_split",
     "generate_benchmark",
+    "ensure_benchmark",
 ]
 
 SPLITS: tuple[str, ...] = ("training", "validation", "test")
@@ -136,7 +137,7 @@ def make_records(
     records = []
     for finding, label_path in zip(asked, label_paths, strict=True):
         other = lesion_type.distractor if finding == lesion_type.disease else lesion_type.disease
-        boxes = mask_to_boxes(phantom.mask(finding))
+        boxes = boxes_from_mask(phantom.mask(finding))
         record: dict[str, Any] = {
             "image": image_path,
             "label": label_path,
@@ -271,6 +272,46 @@ def generate_benchmark(
     (out_dir / "generation.json").write_text(json.dumps(info, indent=2) + "\n")
     datalist_path.write_text(json.dumps(datalist, indent=2) + "\n")
     return datalist_path
+
+
+def ensure_benchmark(out_dir: str | Path, size: str | Mapping[str, int] = "demo", seed: int = 0,
+                     num_workers: int = 0, progress: bool = True) -> str:
+    """The benchmark's datalist path, generating the benchmark first if ``out_dir`` holds none.
+
+    Meant for bundle configs (``"$scripts.data.synthetic.ensure_benchmark(@dataset_dir, 'small')"``): the first
+    run generates the data, later runs reuse it. An existing benchmark is reused only if its
+    ``generation.json`` records the same image counts and seed, so a config never trains on other data than
+    it names.
+
+    Args:
+        out_dir: the benchmark's folder.
+        size: as in :func:`generate_benchmark`.
+        seed: as in :func:`generate_benchmark`.
+        num_workers: worker processes for rendering, when generating.
+        progress: show tqdm bars when generating.
+
+    Returns:
+        The path of ``<out_dir>/datalist.json`` as a string.
+
+    Raises:
+        ValueError: ``out_dir`` holds a benchmark of another size or seed, or a datalist without the generator's
+            ``generation.json``.
+    """
+    out_dir = Path(out_dir)
+    datalist_path = out_dir / DATALIST_NAME
+    if not datalist_path.exists():
+        return str(generate_benchmark(out_dir, size, seed, num_workers=num_workers, progress=progress))
+    info_path = out_dir / "generation.json"
+    if not info_path.is_file():
+        raise ValueError(f"{datalist_path} exists but {info_path} does not, so it cannot be checked to be the synthetic "
+                         f"benchmark of size {size!r} and seed {seed}; remove {out_dir} or use another folder.")
+    info = json.loads(info_path.read_text())
+    expected = _split_counts(size)
+    if info.get("images") != expected or info.get("seed") != int(seed):
+        raise ValueError(f"{out_dir} holds a synthetic benchmark with images {info.get('images')} and seed "
+                         f"{info.get('seed')}, not the requested {expected} and seed {seed}; remove it or use another "
+                         "folder.")
+    return str(datalist_path)
 
 
 def _split_counts(size: str | Mapping[str, int]) -> dict[str, int]:
