@@ -51,7 +51,7 @@ def test_training_runs_generates_the_benchmark_and_logs(trained):
     tmp_path, trainer = trained
     assert (tmp_path / "data" / "datalist.json").is_file()
     assert trainer.state.epoch == 1 and trainer.state.iteration == 2
-    assert {"loss", "text_loss", "mask_loss"} <= set(trainer.state.output)
+    assert {"loss", "text_loss", "mask_loss"} <= set(trainer.state.output[0])
     assert list((tmp_path / "run").glob("events.out.tfevents.*")), "TensorBoard events were not written"
     assert (tmp_path / "run" / "checkpoints" / "checkpoint_final.pt").is_file()
 
@@ -111,3 +111,18 @@ def test_evaluation_reads_the_trained_model_and_writes_the_report(trained, tmp_p
     # The key metric (MONAI DiceMetric, empty-on-empty = 1) and the report's mDice are the same number.
     assert metrics["mean_dice"] == pytest.approx(summary["mDice"], abs=1e-6)
     assert "CORE-Seg" in (report / "table.md").read_text()
+
+
+def test_tracking_mlflow_logs_training_and_validation_metrics(trained, tmp_path):
+    import mlflow  # in the dev extra; the bundle itself runs without it
+    from monai.bundle import run
+
+    overrides = _train_overrides(tmp_path, max_epochs=1)
+    overrides["dataset_dir"] = str(trained[0] / "data")
+    run(config_file=str(ROOT / "configs" / "train_sft.json"), meta_file=str(ROOT / "configs" / "metadata.json"),
+        logging_file=str(ROOT / "configs" / "logging.conf"), bundle_root=str(ROOT), tracking="mlflow", **overrides)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'run' / 'mlruns.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True)
+    assert len(runs) == 1
+    for name in ("train_loss", "val_mean_dice", "mDice", "failure_rate"):
+        assert f"metrics.{name}" in runs.columns, name

@@ -4,12 +4,13 @@
 
 from .batch import MODEL_INPUT_KEYS, split_batch
 from .evaluator import CoreSegEvaluator
-from .handlers import EvaluationReportHandler, PredictionWriter
+from .handlers import TRAINING_STATS, EvaluationReportHandler, PredictionWriter, training_stats
 from .inferers import GenerationInferer, TeacherForcedInferer
 from .trainer import CoreSegSFTTrainer
 
 __all__ = [
     "MODEL_INPUT_KEYS",
+    "TRAINING_STATS",
     "CoreSegEvaluator",
     "CoreSegSFTTrainer",
     "EvaluationReportHandler",
@@ -17,4 +18,5 @@ __all__ = [
     "PredictionWriter",
     "TeacherForcedInferer",
     "split_batch",
+    "training_stats",
 ]

@@ -15,10 +15,27 @@ from ignite.engine import Engine, Events
 from scripts.evaluation import EvaluationReport, SampleScore, summarize
 from scripts.networks.medsam2 import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 
-__all__ = ["EvaluationReportHandler", "PredictionWriter"]
+__all__ = ["TRAINING_STATS", "EvaluationReportHandler", "PredictionWriter", "training_stats"]
 
 #: Summary entries copied into ``engine.state.metrics`` (names as logged).
 REPORTED_METRICS = ("mDice", "mIoU", "failure_rate", "format_valid_rate", "box_mIoU")
+
+
+#: Scalars of a training iteration's output logged by :func:`training_stats`.
+TRAINING_STATS = ("loss", "text_loss", "mask_loss", "format_valid")
+
+
+def training_stats(output: dict | list[dict]) -> dict[str, float]:
+    """``output_transform`` for StatsHandler/TensorBoard: the loss parts of a training iteration as floats.
+
+    Accepts the trainer's output dict or its decollated list of per-sample dicts (MONAI engines replicate
+    scalars into every item, so the first one holds them).
+    """
+    if isinstance(output, list):
+        if not output:
+            return {}
+        output = output[0]
+    return {name: float(torch.as_tensor(output[name]).detach()) for name in TRAINING_STATS if name in output}
 
 
 class EvaluationReportHandler:

@@ -37,8 +37,10 @@ class CoreSegSFTTrainer(SupervisedTrainer):
         device, max_epochs, train_data_loader, network, optimizer, epoch_length, non_blocking, iteration_update,
         postprocessing, key_train_metric, additional_metrics, metric_cmp_fn, train_handlers, amp, event_names,
         event_to_attr, decollate, optim_set_to_none, amp_kwargs, accumulation_steps: as in
-            :class:`monai.engines.SupervisedTrainer` (``decollate`` defaults to False: nothing here needs
-            per-sample outputs during training).
+            :class:`monai.engines.SupervisedTrainer`. As there, ``decollate=True`` turns ``state.output`` into a
+            list of per-sample dicts after each iteration, with the scalars (``loss``, ``text_loss``...)
+            replicated into each: the form MONAI's handler defaults (``from_engine([...], first=True)``,
+            ``--tracking mlflow``) expect.
         loss_function: a :class:`scripts.losses.CoreSegSFTLoss` (default: paper weights 1.0 and 1.0).
         grad_clip_norm: clip the global gradient norm of the trainable parameters to this value (None: off).
         inferer: how the network is called on a batch (default: :class:`TeacherForcedInferer`).
@@ -63,7 +65,7 @@ class CoreSegSFTTrainer(SupervisedTrainer):
         amp: bool = False,
         event_names: list | None = None,
         event_to_attr: dict | None = None,
-        decollate: bool = False,
+        decollate: bool = True,
         optim_set_to_none: bool = False,
         amp_kwargs: dict | None = None,
         accumulation_steps: int = 1,

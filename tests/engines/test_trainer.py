@@ -32,9 +32,12 @@ def test_iteration_fires_monai_events_in_order_and_logs_loss_parts(fresh_tiny_mo
         trainer.add_event_handler(event, lambda engine, name=event.name: fired.append(name))
     trainer.run()
     assert fired[:4] == ["FORWARD_COMPLETED", "LOSS_COMPLETED", "BACKWARD_COMPLETED", "MODEL_COMPLETED"]
-    output = trainer.state.output
+    # Decollated as in MONAI's engines: one dict per sample, the scalars replicated into each.
+    assert isinstance(trainer.state.output, list) and len(trainer.state.output) == 2
+    output = trainer.state.output[0]
     assert {"loss", "text_loss", "mask_loss", "format_valid", "pred", "label"} <= set(output)
-    assert output["loss"].item() == pytest.approx(output["text_loss"] + output["mask_loss"], rel=1e-5)
+    assert output["pred"].shape == (1, 512, 512)
+    assert float(output["loss"]) == pytest.approx(output["text_loss"] + output["mask_loss"], rel=1e-5)
     assert output["format_valid"] == 1.0
 
 
@@ -56,7 +59,7 @@ def test_gradient_accumulation_steps_once_per_group_and_at_epoch_end(fresh_tiny_
     trainer.optimizer.step = lambda *a, **k: (steps.append(trainer.state.iteration), original(*a, **k))[1]
     trainer.run()
     assert steps == [2, 4, 5]
-    assert 0 < trainer.state.output["grad_norm"]
+    assert 0 < trainer.state.output[0]["grad_norm"]
 
 
 def test_batches_without_labels_are_rejected(fresh_tiny_model):
