@@ -139,7 +139,7 @@ _GENERIC_TARGET_TEMPLATES: tuple[str, ...] = (
 _FOUND_TEMPLATES: tuple[str, ...] = (
     "{count} such {region} can be seen {location}.",
     "I find {count} {region} with this appearance {location}.",
-    "{count} {region} {verb} this description, {location}.",
+    "{count} {region} {verb} this description {location}.",
 )
 _DISTRACTOR_TEMPLATES: dict[bool, tuple[str, ...]] = {
     False: (
