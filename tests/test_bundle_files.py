@@ -92,3 +92,17 @@ def test_bundle_layout():
     for section in ("# Model Overview", "## Data", "## Performance", "## MONAI Bundle Commands",
                     "## System Configuration", "## Limitations", "## Citation", "# License"):
         assert section in readme, section
+
+
+def test_paper_sft_overrides_merge_onto_the_training_config():
+    """``train_sft.json`` + ``full.json`` + ``train_sft_paper.json``: full preset, paper hyper-parameters, no synthetic data."""
+    configs = [str(ROOT / "configs" / name) for name in ("train_sft.json", "full.json", "train_sft_paper.json")]
+    workflow = ConfigWorkflow(config_file=configs, meta_file=str(METADATA), workflow_type="train",
+                              logging_file=str(ROOT / "configs" / "logging.conf"), bundle_root="/bundle")
+    parser = workflow.parser
+    assert parser["network_def"]["preset"] == "@preset" and parser["preset"] == "full"
+    assert parser.get_parsed_content("mllm_path") == "/bundle/models/Qwen2.5-VL-3B-Instruct"
+    assert parser["learning_rate"] == 1e-4 and parser["max_epochs"] == 1
+    assert parser["batch_size"] * parser["accumulation_steps"] == 32  # the paper's stage-1 batch
+    assert parser["generate_synthetic"] is False
+    assert parser.get_parsed_content("datalist") == "/bundle/data/ComLesion/datalist.json"
