@@ -117,7 +117,7 @@ class Predictor:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.network = network.to(self.device).eval()
         self.geometry = ProcessorGeometry.from_processor(network.processor)
-        self.preprocessing = build_transforms(self.geometry)
+        self.preprocessing = build_transforms(self.geometry, mask_size=self.network.segmenter.image_size)
         self.collator = CoreSegCollator(network.processor, mode="generate")
         self.inferer = GenerationInferer(max_new_tokens=max_new_tokens, do_sample=do_sample,
                                          **dict(generation_kwargs or {}))

@@ -126,3 +126,16 @@ def test_tracking_mlflow_logs_training_and_validation_metrics(trained, tmp_path)
     assert len(runs) == 1
     for name in ("train_loss", "val_mean_dice", "mDice", "failure_rate"):
         assert f"metrics.{name}" in runs.columns, name
+
+
+def test_sam_size_encoder_training_and_loss_options_flow_from_the_config(trained, tmp_path):
+    overrides = _train_overrides(tmp_path, max_epochs=1)
+    overrides.update(dataset_dir=str(trained[0] / "data"), sam_image_size=256, train_sam_encoder=True,
+                     dice_ce_kwargs={"batch": True})
+    workflow = _workflow("train_sft.json", "train", **overrides)
+    assert workflow.parser.get_parsed_content("train#loss").dice_ce.dice.batch is True
+    workflow.run()
+    assert workflow.trainer.state.output[0]["label"].shape == (1, 256, 256)
+    workflow.finalize()
+    state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert any(name.startswith("segmenter.image_encoder.") for name in state)  # the encoder was trained too

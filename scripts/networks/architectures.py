@@ -17,6 +17,7 @@ __all__ = [
     "SAM2_BASE_CONFIG",
     "MEDSAM2_HYDRA_OVERRIDES",
     "TINY_SAM2_HYDRA_OVERRIDES",
+    "sam2_image_size_overrides",
     "qwen2_5_vl_3b_config",
     "tiny_qwen2_5_vl_config",
     "bind_special_token_ids",
@@ -28,11 +29,24 @@ SAM2_BASE_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 # MedSAM2 (bowang-lab/MedSAM2, `sam2.1_hiera_tiny512_*.yaml`): SAM2.1 hiera-tiny trained at 512x512, so the
 # image embedding is 32x32 and the memory attention's RoPE grid is 32x32. Parameter shapes are unchanged,
 # so `MedSAM2_latest.pt` loads strictly into this model.
-MEDSAM2_HYDRA_OVERRIDES: tuple[str, ...] = (
-    "++model.image_size=512",
-    "++model.memory_attention.layer.self_attention.feat_sizes=[32,32]",
-    "++model.memory_attention.layer.cross_attention.feat_sizes=[32,32]",
-)
+def sam2_image_size_overrides(image_size: int) -> tuple[str, ...]:
+    """Hydra overrides that set a SAM2 model's input side: the image size and the memory attention's RoPE grid
+    (``image_size / 16`` a side). Parameter shapes do not depend on it.
+
+    Raises:
+        ValueError: ``image_size`` is not a positive multiple of 32 (Hiera's coarsest stage has stride 32).
+    """
+    if int(image_size) != image_size or image_size <= 0 or image_size % 32:
+        raise ValueError(f"The SAM image size must be a positive multiple of 32, got {image_size}.")
+    side = int(image_size) // 16
+    return (
+        f"++model.image_size={int(image_size)}",
+        f"++model.memory_attention.layer.self_attention.feat_sizes=[{side},{side}]",
+        f"++model.memory_attention.layer.cross_attention.feat_sizes=[{side},{side}]",
+    )
+
+
+MEDSAM2_HYDRA_OVERRIDES: tuple[str, ...] = sam2_image_size_overrides(512)
 
 # A small Hiera trunk (5 blocks, 16 channels) on the same 512x512 geometry and 256-d prompt space as MedSAM2.
 # The first block of a Hiera stage pools its queries and cannot use global attention, hence stages [1,1,2,1]

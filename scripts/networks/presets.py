@@ -30,6 +30,7 @@ from .architectures import (
     TINY_SAM2_HYDRA_OVERRIDES,
     bind_special_token_ids,
     qwen2_5_vl_3b_config,
+    sam2_image_size_overrides,
     tiny_qwen2_5_vl_config,
 )
 from .coreseg import CoreSeg
@@ -118,6 +119,7 @@ def build_coreseg(
     random_weights: bool = False,
     allow_download: bool = False,
     train_sam_encoder: bool = False,
+    sam_image_size: int | None = None,
     seed: int = 0,
 ) -> CoreSeg:
     """Build a :class:`~scripts.networks.coreseg.CoreSeg` from a preset.
@@ -142,6 +144,8 @@ def build_coreseg(
             (``Qwen/Qwen2.5-VL-3B-Instruct``, ``wanglab/MedSAM2``). Off by default.
         train_sam_encoder: train the SAM image encoder too (off: the paper freezes MedSAM2's pretrained encoder;
             a randomly initialised tiny encoder trained from scratch needs it).
+        sam_image_size: side of SAM's input and of the masks (default: the preset's, 512 as in MedSAM2). Set
+            the data pipeline's ``mask_size`` to the same value (``network.segmenter.image_size``).
         seed: seed of every random initialisation (base weights, LoRA, adapter), for reproducible builds.
     """
     if preset not in PRESETS:
@@ -178,9 +182,14 @@ def build_coreseg(
         prepared = prepare_mllm(model, processor, lora)
         if sam_checkpoint is None and needs_files:
             sam_checkpoint = _download_sam_checkpoint()
+        overrides = tuple(sam_hydra_overrides) if sam_hydra_overrides is not None else settings["sam_hydra_overrides"]
+        if sam_image_size is not None:
+            sized = sam2_image_size_overrides(sam_image_size)
+            keys = {override.split("=", 1)[0] for override in sized}
+            overrides = tuple(o for o in overrides if o.split("=", 1)[0] not in keys) + sized
         segmenter = MedSAM2Segmenter.from_config(
             SAM2_BASE_CONFIG,
-            hydra_overrides=tuple(sam_hydra_overrides) if sam_hydra_overrides is not None else settings["sam_hydra_overrides"],
+            hydra_overrides=overrides,
             checkpoint=sam_checkpoint,
             train_image_encoder=train_sam_encoder,
         )

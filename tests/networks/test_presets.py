@@ -116,3 +116,17 @@ def test_bundle_network_configs_resolve(tmp_path):
     assert full.get_parsed_content("preset") == "full"
     assert full.get_parsed_content("mllm_path") == "/weights/models/Qwen2.5-VL-3B-Instruct"
     assert full.get_parsed_content("sam_checkpoint") == "/weights/models/MedSAM2_latest.pt"
+
+
+def test_sam_image_size_sets_the_mask_geometry_and_keeps_parameter_shapes():
+    small = build_coreseg("tiny", sam_image_size=256, seed=0)
+    default = build_coreseg("tiny", seed=0)
+    assert small.segmenter.image_size == 256 and default.segmenter.image_size == 512
+    # Only the geometry changes: the same trainable tensors, so checkpoints move between sizes.
+    assert {n: p.shape for n, p in small.named_parameters()} == {n: p.shape for n, p in default.named_parameters()}
+    batch = make_batch(small, [ANSWER])
+    batch["sam_images"] = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        assert small(**batch).mask_logits.shape == (1, 1, 256, 256)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        build_coreseg("tiny", sam_image_size=200)
