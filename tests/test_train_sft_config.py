@@ -52,6 +52,9 @@ def test_training_runs_generates_the_benchmark_and_logs(trained):
     assert (tmp_path / "data" / "datalist.json").is_file()
     assert trainer.state.epoch == 1 and trainer.state.iteration == 2
     assert {"loss", "text_loss", "mask_loss"} <= set(trainer.state.output[0])
+    # Teacher-forced Dice of the epoch's training masks (thresholded post-processing, empty-on-empty = 1).
+    assert 0.0 <= trainer.state.metrics["train_mean_dice"] <= 1.0
+    assert set(trainer.state.output[0]["pred"].unique().tolist()) <= {0.0, 1.0}
     assert list((tmp_path / "run").glob("events.out.tfevents.*")), "TensorBoard events were not written"
     assert (tmp_path / "run" / "checkpoints" / "checkpoint_final.pt").is_file()
 
