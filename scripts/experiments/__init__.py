@@ -1,0 +1,3 @@
+# Copyright 2026 CORE-Seg bundle contributors
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""Diagnostic training runs behind the documented learning experiments (not part of the bundle's workflows)."""

@@ -1,0 +1,176 @@
+# Copyright 2026 CORE-Seg bundle contributors
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""A plain-PyTorch SFT loop for the tiny preset with a teacher-forced validation signal.
+
+``configs/train_sft.json`` is the workflow users run; this probe trains the same model with the same data
+pipeline and loss, but validates differently, to tell apart the two things SFT must learn on the synthetic
+benchmark:
+
+* **teacher-forced Dice**: masks from the ``<seg>`` state of the *ground-truth* answer (the question and the
+  finding's name are in the text), i.e. how well the adapter and mask decoder segment what the text asks for,
+  before the model writes well-formed answers by itself;
+* **generated answers** (every ``gen_every`` steps): the model writes its answer, the mask follows from its own
+  ``<seg>``; scored as :mod:`scripts.evaluation` does (format validity, Dice, box mIoU).
+
+Both are reported overall and split by whether the image holds distractor lesions. ``docs/sft_learning.md``
+records the runs made with it.
+
+Example::
+
+    python -m scripts.experiments.sft_probe --datalist data/synthetic_small/datalist.json --iters 6000 \\
+        --sam_image_size 256 --train_sam_encoder --lora_r 64 --out runs/probe/C.json --save runs/probe/C.pt
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import fire
+import numpy as np
+import torch
+from monai.data import DataLoader, Dataset
+
+from scripts.data.collate import CoreSegCollator, model_inputs
+from scripts.data.coordinates import ProcessorGeometry
+from scripts.data.datalist import load_datalist
+from scripts.data.transforms import build_transforms
+from scripts.evaluation import score_generation, summarize
+from scripts.losses import CoreSegSFTLoss
+from scripts.metrics import mask_dice_iou
+from scripts.networks import build_coreseg, load_trainable_weights, save_trainable_weights
+
+__all__ = ["run"]
+
+GENERATE_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "sam_images")
+
+
+def run(
+    datalist: str,
+    iters: int = 6000,
+    learning_rate: float = 1e-3,
+    batch_size: int = 4,
+    sam_image_size: int = 256,
+    train_sam_encoder: bool = True,
+    adapter: str = "semantic",
+    lora_r: int = 64,
+    dice_batch: bool = True,
+    eval_every: int = 500,
+    gen_every: int = 1500,
+    max_new_tokens: int = 96,
+    num_val: int = 96,
+    seed: int = 0,
+    init: str | None = None,
+    out: str = "runs/sft_probe.json",
+    save: str | None = None,
+    num_workers: int = 1,
+) -> dict:
+    """Train the tiny preset with AdamW + one-cycle schedule and log validation signals.
+
+    Args:
+        datalist: a benchmark datalist with ``training`` and ``validation`` sections.
+        iters: optimiser steps.
+        learning_rate: peak learning rate (one-cycle, 5 % warm-up, clipping at norm 1).
+        batch_size: records per step.
+        sam_image_size: SAM input side (and mask size).
+        train_sam_encoder: train the randomly initialised SAM image encoder too.
+        adapter: ``"semantic"`` or ``"linear"``.
+        lora_r: LoRA rank (alpha = 2 r); 64 is full rank for the tiny 64-d language model.
+        dice_batch: Dice over the whole batch (``DiceCELoss(batch=True)``) rather than per image.
+        eval_every: steps between teacher-forced validations.
+        gen_every: steps between generation validations (0: never).
+        max_new_tokens: generation length limit.
+        num_val: validation records used (the first ones of the section).
+        seed: seed of the model and data order.
+        init: trainable weights to start from (``save_trainable_weights`` format).
+        out: JSON log of the settings and the validation curve (rewritten at each validation).
+        save: where to write the trainable weights at each validation.
+        num_workers: data loader workers for training.
+
+    Returns:
+        The log.
+    """
+    torch.manual_seed(seed)
+    model = build_coreseg("tiny", adapter=adapter, sam_image_size=sam_image_size, train_sam_encoder=train_sam_encoder,
+                          lora_r=lora_r, lora_alpha=2 * lora_r, seed=seed)
+    if init:
+        load_trainable_weights(model, init)
+    geometry = ProcessorGeometry.from_processor(model.processor)
+    train_records = load_datalist(datalist, "training")
+    val_records = load_datalist(datalist, "validation")[:num_val]
+    train_loader = DataLoader(
+        Dataset(train_records, build_transforms(geometry, random_text=True, seed=seed, mask_size=sam_image_size)),
+        batch_size=batch_size, shuffle=True, drop_last=len(train_records) > batch_size, num_workers=num_workers,
+        collate_fn=CoreSegCollator(model.processor, mode="train"), persistent_workers=num_workers > 0,
+    )
+    val_dataset = Dataset(val_records, build_transforms(geometry, random_text=False, seed=seed, mask_size=sam_image_size))
+    forced_loader = DataLoader(val_dataset, batch_size=8, collate_fn=CoreSegCollator(model.processor, mode="train"))
+    generate_loader = DataLoader(val_dataset, batch_size=8, collate_fn=CoreSegCollator(model.processor, mode="generate"))
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=iters, pct_start=0.05)
+    loss_function = CoreSegSFTLoss(dice_ce_kwargs={"batch": dice_batch})
+    settings = {k: v for k, v in locals().items() if k in run.__code__.co_varnames[:run.__code__.co_argcount]}
+    log = {"settings": settings, "curve": []}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+
+    def split_by_distractors(values: list[float], distracted: list[bool]) -> dict[str, float]:
+        values, distracted = np.asarray(values), np.asarray(distracted)
+        return {"dice": float(values.mean()), "with_distractors": float(values[distracted].mean()),
+                "without_distractors": float(values[~distracted].mean())}
+
+    def teacher_forced() -> dict[str, float]:
+        dice, distracted = [], []
+        with torch.no_grad():
+            for batch in forced_loader:
+                output = model(**model_inputs(batch))
+                dice += mask_dice_iou(output.mask_logits > 0, batch["label"] > 0)[0].tolist()
+                distracted += [bool(meta.get("num_distractors")) for meta in batch["metadata"]]
+        return split_by_distractors(dice, distracted)
+
+    def generated() -> dict[str, object]:
+        scores = []
+        with torch.no_grad():
+            for batch in generate_loader:
+                result = model.generate(**{k: batch[k] for k in GENERATE_INPUTS if k in batch},
+                                        max_new_tokens=max_new_tokens)
+                scores += score_generation(result.completions, result.masks, batch["label"] > 0, batch["metadata"])
+        summary = summarize(scores)
+        return {"dice": summary["mDice"], "with_distractors": summary.get("dice_with_distractors"),
+                "without_distractors": summary.get("dice_without_distractors"),
+                "format_valid_rate": summary["format_valid_rate"], "box_mIoU": summary["box_mIoU"],
+                "example": result.completions[0]}
+
+    start, step, history = time.perf_counter(), 0, []
+    model.train()
+    while step < iters:
+        for batch in train_loader:
+            parts = loss_function(model(**model_inputs(batch)), batch["label"])
+            optimizer.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimizer.step()
+            schedule.step()
+            step += 1
+            history.append((float(parts["text_loss"]), float(parts["mask_loss"])))
+            if step % eval_every == 0 or step == iters:
+                model.eval()
+                text_loss, mask_loss = np.mean(history[-eval_every:], axis=0)
+                entry = {"step": step, "seconds": round(time.perf_counter() - start), "text_loss": float(text_loss),
+                         "mask_loss": float(mask_loss), "teacher_forced": teacher_forced()}
+                if gen_every and (step % gen_every == 0 or step == iters):
+                    entry["generated"] = generated()
+                model.train()
+                log["curve"].append(entry)
+                print(json.dumps(entry), flush=True)
+                Path(out).write_text(json.dumps(log, indent=1) + "\n")
+                if save:
+                    save_trainable_weights(model, save)
+            if step >= iters:
+                break
+    return log
+
+
+if __name__ == "__main__":
+    fire.Fire(run)

@@ -1,0 +1,25 @@
+# Copyright 2026 CORE-Seg bundle contributors
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+import json
+
+import torch
+
+from scripts.data.synthetic import ensure_benchmark
+from scripts.experiments.sft_probe import run
+
+
+def test_probe_trains_logs_both_validations_and_saves_weights(tmp_path):
+    datalist = ensure_benchmark(tmp_path / "data", {"training": 4, "validation": 1}, seed=5, progress=False)
+    log = run(datalist, iters=4, batch_size=2, eval_every=2, gen_every=4, max_new_tokens=4, lora_r=8,
+              out=str(tmp_path / "log.json"), save=str(tmp_path / "weights.pt"), num_workers=0)
+    assert [entry["step"] for entry in log["curve"]] == [2, 4]
+    assert "generated" not in log["curve"][0] and "generated" in log["curve"][1]
+    for entry in log["curve"]:
+        assert 0.0 <= entry["teacher_forced"]["dice"] <= 1.0 and entry["text_loss"] > 0
+    assert json.loads((tmp_path / "log.json").read_text())["settings"]["lora_r"] == 8
+    state = torch.load(tmp_path / "weights.pt", weights_only=True)
+    assert any(name.startswith("segmenter.image_encoder.") for name in state)  # encoder trained by default
+    # Training can continue from the saved weights.
+    again = run(datalist, iters=2, batch_size=2, eval_every=2, gen_every=0, lora_r=8, init=str(tmp_path / "weights.pt"),
+                out=str(tmp_path / "log2.json"), num_workers=0)
+    assert again["settings"]["init"] == str(tmp_path / "weights.pt")
