@@ -9,6 +9,9 @@ benchmark:
 * **teacher-forced Dice**: masks from the ``<seg>`` state of the *ground-truth* answer (the question and the
   finding's name are in the text), i.e. how well the adapter and mask decoder segment what the text asks for,
   before the model writes well-formed answers by itself;
+* **prompt sensitivity**: how much the masks change when the batch's ``<seg>`` prompts are swapped between
+  samples, and how often the two questions on one validation image get the very same mask (a decoder that
+  ignores its prompt segments the same pixels whatever is asked);
 * **generated answers** (every ``gen_every`` steps): the model writes its answer, the mask follows from its own
   ``<seg>``; scored as :mod:`scripts.evaluation` does (format validity, Dice, box mIoU).
 
@@ -41,9 +44,22 @@ from scripts.losses import CoreSegSFTLoss
 from scripts.metrics import mask_dice_iou
 from scripts.networks import build_coreseg, load_trainable_weights, save_trainable_weights
 
-__all__ = ["run"]
+__all__ = ["prompt_sensitivity", "run"]
 
 GENERATE_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "sam_images")
+
+
+def prompt_sensitivity(model, sam_images: torch.Tensor, seg_states: torch.Tensor) -> float:
+    """How much the masks depend on the ``<seg>`` prompt: mean absolute change of the mask logits when the
+    batch's prompts are rotated by one sample, relative to the logits' standard deviation (0: the decoder
+    ignores the question)."""
+    if len(seg_states) < 2:
+        return float("nan")
+    features = model.encode_sam(sam_images)
+    prompts = model.adapter(seg_states)
+    logits = model.segmenter.decode(features, prompts).mask_logits
+    rotated = model.segmenter.decode(features, prompts.roll(1, dims=0)).mask_logits
+    return float((logits - rotated).abs().mean() / logits.std().clamp_min(1e-6))
 
 
 def run(
@@ -121,13 +137,23 @@ def run(
                 "without_distractors": float(values[~distracted].mean())}
 
     def teacher_forced() -> dict[str, float]:
-        dice, distracted = [], []
+        dice, distracted, sensitivity, masks, images = [], [], [], [], []
         with torch.no_grad():
             for batch in forced_loader:
                 output = model(**model_inputs(batch))
                 dice += mask_dice_iou(output.mask_logits > 0, batch["label"] > 0)[0].tolist()
                 distracted += [bool(meta.get("num_distractors")) for meta in batch["metadata"]]
-        return split_by_distractors(dice, distracted)
+                sensitivity.append(prompt_sensitivity(model, batch["sam_images"], output.seg_hidden_states))
+                masks.append(output.mask_logits > 0)
+                images += [meta.get("image_path") for meta in batch["metadata"]]
+        masks = torch.cat(masks)
+        # Validation images are asked both ways in a row: a model that reads the question gives two masks.
+        pairs = [(i, i + 1) for i in range(len(images) - 1) if images[i] == images[i + 1]]
+        identical = [bool(torch.equal(masks[i], masks[j])) for i, j in pairs if masks[i].any() or masks[j].any()]
+        return split_by_distractors(dice, distracted) | {
+            "prompt_sensitivity": float(np.mean(sensitivity)),
+            "identical_paired_masks": float(np.mean(identical)) if identical else float("nan"),
+        }
 
     def generated() -> dict[str, object]:
         scores = []

@@ -1,11 +1,12 @@
 # Copyright 2026 CORE-Seg bundle contributors
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
 import json
+import math
 
 import torch
 
 from scripts.data.synthetic import ensure_benchmark
-from scripts.experiments.sft_probe import run
+from scripts.experiments.sft_probe import prompt_sensitivity, run
 
 
 def test_probe_trains_logs_both_validations_and_saves_weights(tmp_path):
@@ -16,6 +17,7 @@ def test_probe_trains_logs_both_validations_and_saves_weights(tmp_path):
     assert "generated" not in log["curve"][0] and "generated" in log["curve"][1]
     for entry in log["curve"]:
         assert 0.0 <= entry["teacher_forced"]["dice"] <= 1.0 and entry["text_loss"] > 0
+        assert entry["teacher_forced"]["prompt_sensitivity"] >= 0.0
     assert json.loads((tmp_path / "log.json").read_text())["settings"]["lora_r"] == 8
     state = torch.load(tmp_path / "weights.pt", weights_only=True)
     assert any(name.startswith("segmenter.image_encoder.") for name in state)  # encoder trained by default
@@ -23,3 +25,13 @@ def test_probe_trains_logs_both_validations_and_saves_weights(tmp_path):
     again = run(datalist, iters=2, batch_size=2, eval_every=2, gen_every=0, lora_r=8, init=str(tmp_path / "weights.pt"),
                 out=str(tmp_path / "log2.json"), num_workers=0)
     assert again["settings"]["init"] == str(tmp_path / "weights.pt")
+
+
+def test_prompt_sensitivity_is_zero_only_for_a_decoder_that_ignores_its_prompt(tiny_model):
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 512, 512)
+    states = torch.randn(2, tiny_model.adapter.input_dim) * 5
+    with torch.no_grad():
+        assert prompt_sensitivity(tiny_model, images, states) > 0
+        assert prompt_sensitivity(tiny_model, images, states[:1].expand(2, -1)) == 0.0
+        assert math.isnan(prompt_sensitivity(tiny_model, images[:1], states[:1]))
