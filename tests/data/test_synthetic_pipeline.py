@@ -57,7 +57,7 @@ def test_ensure_benchmark_reuses_the_same_benchmark_and_refuses_another(benchmar
     before = json.loads(open(benchmark).read())
     assert ensure_benchmark(folder, SIZE, seed=3, progress=False) == benchmark
     assert json.loads(open(benchmark).read()) == before
-    with pytest.raises(ValueError, match="seed 3, not the requested"):
+    with pytest.raises(ValueError, match="seed 3 and paired splits .*, not the requested"):
         ensure_benchmark(folder, SIZE, seed=4, progress=False)
     with pytest.raises(ValueError, match="not the requested"):
         ensure_benchmark(folder, "demo", seed=3, progress=False)
@@ -70,3 +70,23 @@ def test_ensure_benchmark_refuses_a_datalist_it_cannot_identify(tmp_path):
     # generate_benchmark itself never writes over an existing datalist unasked.
     with pytest.raises(FileExistsError):
         generate_benchmark(tmp_path, SIZE, seed=0, progress=False)
+
+
+def test_paired_training_asks_both_findings_of_every_training_image(tmp_path):
+    from scripts.data.synthetic.__main__ import main
+
+    main(["generate", "--out_dir", str(tmp_path / "paired"), "--size", "{'training': 2}", "--seed", "1",
+          "--paired_splits", "training,validation,test"])
+    records = json.loads((tmp_path / "paired" / "datalist.json").read_text())["training"]
+    assert len(records) == 4 and records[0]["image"] == records[1]["image"] != records[2]["image"]
+    assert {records[0]["disease"], records[1]["disease"]} == {records[0]["disease"], records[0]["distractor"]}
+    assert records[0]["label"] != records[1]["label"]
+    info = json.loads((tmp_path / "paired" / "generation.json").read_text())
+    assert info["paired_splits"] == ["training", "validation", "test"]
+    # The same benchmark is reused only when asked with the same pairing.
+    assert ensure_benchmark(tmp_path / "paired", {"training": 2}, seed=1,
+                            paired_splits=("training", "validation", "test")).endswith("datalist.json")
+    with pytest.raises(ValueError, match="paired splits"):
+        ensure_benchmark(tmp_path / "paired", {"training": 2}, seed=1)
+    with pytest.raises(ValueError, match="Unknown splits"):
+        ensure_benchmark(tmp_path / "other", {"training": 2}, seed=1, paired_splits=("train",))

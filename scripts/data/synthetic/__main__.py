@@ -17,7 +17,7 @@ from pydoc import locate
 
 import fire
 
-from .benchmark import generate_benchmark
+from .benchmark import PAIRED_SPLITS, generate_benchmark
 from .figure import plot_phantom_grid
 
 
@@ -28,6 +28,7 @@ def generate(
     text_fn: str | None = None,
     num_workers: int = 0,
     overwrite: bool = False,
+    paired_splits: str | tuple[str, ...] = PAIRED_SPLITS,
 ) -> str:
     """Generate the benchmark under ``out_dir`` and print where the datalist went.
 
@@ -38,6 +39,7 @@ def generate(
         text_fn: dotted path of a ``text_fn(record, rng) -> dict`` adding question, reasoning and answer.
         num_workers: worker processes for rendering.
         overwrite: write into a folder that already has a datalist.
+        paired_splits: splits asked for both findings of every image, e.g. ``training,validation,test``.
     """
     hook = None
     if text_fn is not None:
@@ -47,7 +49,7 @@ def generate(
                              "'package.module.function'.")
     start = time.perf_counter()
     path = generate_benchmark(out_dir, size=size, seed=seed, text_fn=hook, num_workers=num_workers,
-                              overwrite=overwrite)
+                              overwrite=overwrite, paired_splits=paired_splits)
     return f"wrote {path} in {time.perf_counter() - start:.1f} s"
 
 

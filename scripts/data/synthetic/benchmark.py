@@ -168,8 +168,8 @@ def make_records(
     return records
 
 
-def _asked_findings(phantom: Phantom, split: str) -> tuple[str, ...]:
-    if split in PAIRED_SPLITS:
+def _asked_findings(phantom: Phantom, split: str, paired_splits: Sequence[str] = PAIRED_SPLITS) -> tuple[str, ...]:
+    if split in paired_splits:
         return phantom.findings
     rng = np.random.default_rng([phantom.seed, _QUESTION_STREAM])
     return (phantom.findings[int(rng.integers(2))],)
@@ -181,10 +181,10 @@ def _write_png(path: Path, pixels: np.ndarray) -> None:
     Image.fromarray(pixels).save(path, format="PNG")
 
 
-def _generate_image(task: tuple[str, str, int, int, TextFn | None]) -> list[dict[str, Any]]:
-    out_dir, split, index, seed, text_fn = task
+def _generate_image(task: tuple[str, str, int, int, TextFn | None, tuple[str, ...]]) -> list[dict[str, Any]]:
+    out_dir, split, index, seed, text_fn, paired_splits = task
     phantom = render_phantom(lesion_type_at(index), image_seed(seed, split, index))
-    asked = _asked_findings(phantom, split)
+    asked = _asked_findings(phantom, split, paired_splits)
     image_path = f"images/{split}/{index:05d}.png"
     label_paths = [f"labels/{split}/{index:05d}_{_slug(finding)}.png" for finding in asked]
     _write_png(Path(out_dir) / image_path, phantom.image)
@@ -201,6 +201,7 @@ def generate_split(
     text_fn: TextFn | None = None,
     num_workers: int = 0,
     progress: bool = True,
+    paired_splits: Sequence[str] = PAIRED_SPLITS,
 ) -> list[dict[str, Any]]:
     """Render and write images ``indices`` of ``split``; returns their records in index order.
 
@@ -212,11 +213,14 @@ def generate_split(
         text_fn: optional text hook; with ``num_workers > 0`` it must be picklable (a module-level function).
         num_workers: worker processes (0: render in this process). The output does not depend on it.
         progress: show a tqdm bar.
+        paired_splits: splits whose images are asked for both findings (one record and mask each); the other
+            splits ask for one finding per image, chosen by the image's seed.
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; expected one of {', '.join(SPLITS)}.")
     indices = range(indices) if isinstance(indices, int) else list(indices)
-    tasks = [(str(out_dir), split, int(index), int(seed), text_fn) for index in indices]
+    paired = tuple(_check_splits(paired_splits))
+    tasks = [(str(out_dir), split, int(index), int(seed), text_fn, paired) for index in indices]
     bar = dict(total=len(tasks), desc=f"{split} images", unit="img", disable=not progress)
     if num_workers > 0 and len(tasks) > 1:
         # spawn: no fork of a parent that may hold threads (torch, BLAS); imap keeps the index order.
@@ -235,6 +239,7 @@ def generate_benchmark(
     num_workers: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    paired_splits: Sequence[str] = PAIRED_SPLITS,
 ) -> Path:
     """Generate the benchmark and write ``<out_dir>/datalist.json``.
 
@@ -246,6 +251,8 @@ def generate_benchmark(
         num_workers: worker processes for rendering.
         overwrite: allow writing into a directory that already holds a datalist.
         progress: show tqdm bars.
+        paired_splits: splits asked both ways (default validation and test; adding ``"training"`` gives
+            contrastive training pairs, both questions of every training image).
 
     Returns:
         The datalist path.
@@ -258,7 +265,8 @@ def generate_benchmark(
                               "out_dir.")
     out_dir.mkdir(parents=True, exist_ok=True)
     datalist = {
-        split: generate_split(out_dir, split, counts[split], seed, text_fn, num_workers, progress) for split in SPLITS
+        split: generate_split(out_dir, split, counts[split], seed, text_fn, num_workers, progress, paired_splits)
+        for split in SPLITS
     }
     info = {
         "generator": "scripts.data.synthetic",
@@ -266,7 +274,7 @@ def generate_benchmark(
         "seed": int(seed),
         "images": counts,
         "records": {split: len(records) for split, records in datalist.items()},
-        "paired_splits": list(PAIRED_SPLITS),
+        "paired_splits": list(_check_splits(paired_splits)),
         "text_fn": None if text_fn is None else f"{text_fn.__module__}.{text_fn.__qualname__}",
     }
     (out_dir / "generation.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -275,7 +283,8 @@ def generate_benchmark(
 
 
 def ensure_benchmark(out_dir: str | Path, size: str | Mapping[str, int] = "demo", seed: int = 0,
-                     num_workers: int = 0, progress: bool = True) -> str:
+                     num_workers: int = 0, progress: bool = True,
+                     paired_splits: Sequence[str] = PAIRED_SPLITS) -> str:
     """The benchmark's datalist path, generating the benchmark first if ``out_dir`` holds none.
 
     Meant for bundle configs (``"$scripts.data.synthetic.ensure_benchmark(@dataset_dir, 'small')"``): the first
@@ -289,6 +298,7 @@ def ensure_benchmark(out_dir: str | Path, size: str | Mapping[str, int] = "demo"
         seed: as in :func:`generate_benchmark`.
         num_workers: worker processes for rendering, when generating.
         progress: show tqdm bars when generating.
+        paired_splits: as in :func:`generate_benchmark`.
 
     Returns:
         The path of ``<out_dir>/datalist.json`` as a string.
@@ -300,18 +310,28 @@ def ensure_benchmark(out_dir: str | Path, size: str | Mapping[str, int] = "demo"
     out_dir = Path(out_dir)
     datalist_path = out_dir / DATALIST_NAME
     if not datalist_path.exists():
-        return str(generate_benchmark(out_dir, size, seed, num_workers=num_workers, progress=progress))
+        return str(generate_benchmark(out_dir, size, seed, num_workers=num_workers, progress=progress,
+                                      paired_splits=paired_splits))
     info_path = out_dir / "generation.json"
     if not info_path.is_file():
         raise ValueError(f"{datalist_path} exists but {info_path} does not, so it cannot be checked to be the synthetic "
                          f"benchmark of size {size!r} and seed {seed}; remove {out_dir} or use another folder.")
     info = json.loads(info_path.read_text())
     expected = _split_counts(size)
-    if info.get("images") != expected or info.get("seed") != int(seed):
-        raise ValueError(f"{out_dir} holds a synthetic benchmark with images {info.get('images')} and seed "
-                         f"{info.get('seed')}, not the requested {expected} and seed {seed}; remove it or use another "
-                         "folder.")
+    paired = list(_check_splits(paired_splits))
+    if info.get("images") != expected or info.get("seed") != int(seed) or info.get("paired_splits") != paired:
+        raise ValueError(f"{out_dir} holds a synthetic benchmark with images {info.get('images')}, seed "
+                         f"{info.get('seed')} and paired splits {info.get('paired_splits')}, not the requested "
+                         f"{expected}, seed {seed} and paired splits {paired}; remove it or use another folder.")
     return str(datalist_path)
+
+
+def _check_splits(splits: Sequence[str] | str) -> tuple[str, ...]:
+    splits = (splits,) if isinstance(splits, str) else tuple(splits)
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        raise ValueError(f"Unknown splits {unknown}; expected names among {', '.join(SPLITS)}.")
+    return tuple(split for split in SPLITS if split in splits)
 
 
 def _split_counts(size: str | Mapping[str, int]) -> dict[str, int]:
