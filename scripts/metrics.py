@@ -24,7 +24,28 @@ from monai.data.box_utils import box_iou
 from monai.metrics import DiceMetric, MeanIoU
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["mask_dice_iou", "BoxMatch", "match_boxes", "box_miou"]
+__all__ = ["mask_dice", "mask_dice_iou", "BoxMatch", "match_boxes", "box_miou"]
+
+
+def _binary_masks(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if pred.shape != target.shape or pred.ndim != 4 or pred.shape[1] != 1:
+        raise ValueError(f"Expected two (B, 1, H, W) masks of the same shape, got {tuple(pred.shape)} and "
+                         f"{tuple(target.shape)}.")
+    return (pred > 0).float(), (target > 0).float()
+
+
+def mask_dice(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample Dice of binary masks (empty/empty = 1), as in :func:`mask_dice_iou`, without the IoU.
+
+    Args:
+        pred: ``(B, 1, H, W)`` predicted masks (bool or 0/1).
+        target: ``(B, 1, H, W)`` ground-truth masks (bool or 0/1), same shape.
+
+    Returns:
+        ``(B,)`` float Dice in [0, 1], on the CPU.
+    """
+    pred, target = _binary_masks(pred, target)
+    return DiceMetric(include_background=True, reduction="none", ignore_empty=False)(pred, target)[:, 0].cpu()
 
 
 def mask_dice_iou(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,13 +58,10 @@ def mask_dice_iou(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
     Returns:
         ``(dice, iou)``, each ``(B,)`` float in [0, 1] (empty/empty = 1).
     """
-    if pred.shape != target.shape or pred.ndim != 4 or pred.shape[1] != 1:
-        raise ValueError(f"Expected two (B, 1, H, W) masks of the same shape, got {tuple(pred.shape)} and "
-                         f"{tuple(target.shape)}.")
-    pred, target = (pred > 0).float(), (target > 0).float()
-    dice = DiceMetric(include_background=True, reduction="none", ignore_empty=False)(pred, target)
+    dice = mask_dice(pred, target)
+    pred, target = _binary_masks(pred, target)
     iou = MeanIoU(include_background=True, reduction="none", ignore_empty=False)(pred, target)
-    return dice[:, 0].cpu(), iou[:, 0].cpu()
+    return dice, iou[:, 0].cpu()
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import torch
 from monai.data.box_utils import box_giou
 
 from scripts.data.prompts import parse_completion
-from scripts.metrics import mask_dice_iou, match_boxes
+from scripts.metrics import mask_dice, match_boxes
 
 __all__ = ["format_reward", "bbox_reward", "mask_reward", "mask_bounding_box", "RewardWeights"]
 
@@ -88,8 +88,7 @@ def mask_reward(pred_mask, gt_mask, threshold: float = 0.05, lam: float = 2.0) -
         return 1.0 + lam
     if pred_box is None or gt_box is None:
         return -1.0
-    dice, _ = mask_dice_iou(pred[None, None], gt[None, None])
-    dice = float(dice[0])
+    dice = float(mask_dice(pred[None, None], gt[None, None])[0])
     if dice < threshold:
         return float(np.asarray(box_giou(pred_box[None], gt_box[None]))[0, 0])
     return 1.0 + lam * dice

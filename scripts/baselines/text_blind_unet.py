@@ -14,8 +14,9 @@ the number the reasoning model has to beat. Command line::
 Each lesion pixel is in the mask about half of the time (its finding is asked half of the time), so the
 question-blind optimum sits near probability 0.5 and a fixed 0.5 threshold flips between "nothing" and "all":
 the decision threshold is therefore chosen on the validation split, together with the epoch. Dice is computed
-per record at the original image size, with MONAI's ``DiceMetric(ignore_empty=False)``: an empty prediction on
-an empty mask is a correct "no lesion" and scores 1, any prediction on an empty mask 0.
+per record at the original image size, with :func:`scripts.metrics.mask_dice` (MONAI's
+``DiceMetric(ignore_empty=False)``): an empty prediction on an empty mask is a correct "no lesion" and scores 1,
+any prediction on an empty mask 0.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import torch
 import torch.nn.functional as F
 from monai.data import CacheDataset, DataLoader, Dataset, load_decathlon_datalist
 from monai.losses import DiceCELoss
-from monai.metrics import DiceMetric
 from monai.networks.nets import UNet
 from monai.transforms import (
     AsDiscreted,
@@ -54,13 +54,14 @@ from monai.transforms import (
 from monai.utils import set_determinism
 from tqdm import tqdm
 
+from scripts.metrics import mask_dice
+
 __all__ = [
     "DEFAULT_SPATIAL_SIZE",
     "DEFAULT_CHANNELS",
     "EnsureRGBd",
     "build_unet",
     "preprocessing",
-    "dice_per_sample",
     "load_split",
     "THRESHOLDS",
     "predict",
@@ -140,17 +141,6 @@ def _augmentation(crop_size: int = 0, crops_per_image: int = 2) -> Compose:
         RandFlipd(keys=("image", "label"), prob=0.5, spatial_axis=1),
         RandRotate90d(keys=("image", "label"), prob=0.5),
     ])
-
-
-def dice_per_sample(prediction: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    """Dice of binary ``(B, 1, H, W)`` predictions, one value per sample.
-
-    An empty prediction on an empty mask scores 1 (a correct "no lesion"), a non-empty one 0: MONAI's
-    ``DiceMetric(ignore_empty=False)``. With its default ``ignore_empty=True`` those samples would be NaN and drop
-    out of the mean, hiding every false alarm on lesion-free images.
-    """
-    metric = DiceMetric(include_background=True, reduction="none", ignore_empty=False)
-    return metric(y_pred=prediction.float(), y=label.float())[:, 0]
 
 
 def load_split(datalist: str | Path, split: str) -> list[dict[str, Any]]:
@@ -234,13 +224,13 @@ def score(
             "disease": record.get("disease"),
             "num_targets": int(record["num_targets"]),
             "num_distractors": int(record["num_distractors"]),
-            "dice_empty": float(dice_per_sample(torch.zeros_like(label), label)[0]),
+            "dice_empty": float(mask_dice(torch.zeros_like(label), label)[0]),
         }
         # Both findings' masks together are what a perfect question-blind segmenter of every lesion outputs.
         if len(findings[record["image"]]) == 2:
-            common["dice_all_lesions"] = float(dice_per_sample(union[record["image"]][None], label)[0])
+            common["dice_all_lesions"] = float(mask_dice(union[record["image"]][None], label)[0])
         for threshold in results:
-            dice = float(dice_per_sample(probability > threshold, label)[0])
+            dice = float(mask_dice(probability > threshold, label)[0])
             results[threshold].append({**common, "dice": dice, "threshold": threshold})
     return results
 

@@ -41,7 +41,7 @@ class KeyMetricState:
         self.saver = saver
 
     def state_dict(self) -> dict:
-        # ignite's Checkpoint.state_dict(): {"saved": [(priority, filename), ...]}
+        # ignite's Checkpoint.state_dict(): {"_saved": [(priority, filename), ...]}
         return self.saver._key_metric_checkpoint.state_dict()
 
     def load_state_dict(self, state_dict: dict) -> None:

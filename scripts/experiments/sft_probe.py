@@ -41,24 +41,24 @@ from scripts.data.datalist import load_datalist
 from scripts.data.transforms import build_transforms
 from scripts.evaluation import score_generation, summarize
 from scripts.losses import CoreSegSFTLoss
-from scripts.metrics import mask_dice_iou
+from scripts.metrics import mask_dice
 from scripts.networks import build_coreseg, load_trainable_weights, save_trainable_weights
+from scripts.networks.medsam2 import SamImageFeatures
 
 __all__ = ["prompt_sensitivity", "run"]
 
 GENERATE_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "sam_images")
 
 
-def prompt_sensitivity(model, sam_images: torch.Tensor, seg_states: torch.Tensor) -> float:
+def prompt_sensitivity(model, sam_features: SamImageFeatures, seg_states: torch.Tensor) -> float:
     """How much the masks depend on the ``<seg>`` prompt: mean absolute change of the mask logits when the
     batch's prompts are rotated by one sample, relative to the logits' standard deviation (0: the decoder
     ignores the question)."""
     if len(seg_states) < 2:
         return float("nan")
-    features = model.encode_sam(sam_images)
     prompts = model.adapter(seg_states)
-    logits = model.segmenter.decode(features, prompts).mask_logits
-    rotated = model.segmenter.decode(features, prompts.roll(1, dims=0)).mask_logits
+    logits = model.segmenter.decode(sam_features, prompts).mask_logits
+    rotated = model.segmenter.decode(sam_features, prompts.roll(1, dims=0)).mask_logits
     return float((logits - rotated).abs().mean() / logits.std().clamp_min(1e-6))
 
 
@@ -107,6 +107,7 @@ def run(
     Returns:
         The log.
     """
+    settings = dict(locals())  # the arguments, for the log
     torch.manual_seed(seed)
     model = build_coreseg("tiny", adapter=adapter, sam_image_size=sam_image_size, train_sam_encoder=train_sam_encoder,
                           lora_r=lora_r, lora_alpha=2 * lora_r, seed=seed)
@@ -127,7 +128,6 @@ def run(
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=iters, pct_start=0.05)
     loss_function = CoreSegSFTLoss(dice_ce_kwargs={"batch": dice_batch})
-    settings = {k: v for k, v in locals().items() if k in run.__code__.co_varnames[:run.__code__.co_argcount]}
     log = {"settings": settings, "curve": []}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
 
@@ -140,10 +140,13 @@ def run(
         dice, distracted, sensitivity, masks, images = [], [], [], [], []
         with torch.no_grad():
             for batch in forced_loader:
-                output = model(**model_inputs(batch))
-                dice += mask_dice_iou(output.mask_logits > 0, batch["label"] > 0)[0].tolist()
+                inputs = model_inputs(batch)
+                # Encode the images once: the forward pass and the prompt-swapped decodes share the features.
+                features = model.encode_sam(inputs.pop("sam_images"))
+                output = model(**inputs, sam_features=features)
+                dice += mask_dice(output.mask_logits > 0, batch["label"] > 0).tolist()
                 distracted += [bool(meta.get("num_distractors")) for meta in batch["metadata"]]
-                sensitivity.append(prompt_sensitivity(model, batch["sam_images"], output.seg_hidden_states))
+                sensitivity.append(prompt_sensitivity(model, features, output.seg_hidden_states))
                 masks.append(output.mask_logits > 0)
                 images += [meta.get("image_path") for meta in batch["metadata"]]
         masks = torch.cat(masks)

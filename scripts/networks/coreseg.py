@@ -170,7 +170,7 @@ class CoreSeg(nn.Module):
         return {"image": BaseModelOutputWithPooling(pooler_output=tuple(features.pooler_output))}
 
     def encode_sam(self, sam_images: torch.Tensor) -> SamImageFeatures:
-        """Frozen SAM image-encoder features (see :meth:`MedSAM2Segmenter.encode_image`)."""
+        """SAM image-encoder features (see :meth:`MedSAM2Segmenter.encode_image`)."""
         return self.segmenter.encode_image(sam_images)
 
     # ------------------------------------------------------------------ segmentation head

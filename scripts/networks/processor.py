@@ -103,7 +103,7 @@ def build_offline_tokenizer(
         extra_special_tokens: further special tokens added after training (e.g. ``"<seg>"``); usually left
             to :func:`scripts.networks.mllm.add_seg_token` so that tiny and full models add it the same way.
         merge_across_words: let merges span spaces, so that the corpus's recurring phrases become single
-            tokens (a rendered completion takes about 33 tokens instead of about 290 with word-level merges at
+            tokens (a rendered completion takes about 39 tokens instead of about 290 with word-level merges at
             1k tokens). Digits are always split one per token, as Qwen2.5's tokenizer does, so box coordinates
             are spelled digit by digit.
 

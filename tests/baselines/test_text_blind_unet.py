@@ -32,14 +32,14 @@ def masks(*arrays):
 
 
 def test_dice_counts_a_correct_no_lesion_as_one():
-    from scripts.baselines.text_blind_unet import dice_per_sample
+    from scripts.metrics import mask_dice
 
     empty, lesion, half = np.zeros((4, 4)), np.zeros((4, 4)), np.zeros((4, 4))
     lesion[1:3, 1:3] = 1
     half[1:3, 1:2] = 1
     prediction = masks(empty, empty, lesion, lesion, half)
     label = masks(empty, lesion, empty, lesion, lesion)
-    np.testing.assert_allclose(dice_per_sample(prediction, label).numpy(), [1.0, 0.0, 0.0, 1.0, 2 * 2 / (2 + 4)])
+    np.testing.assert_allclose(mask_dice(prediction, label).numpy(), [1.0, 0.0, 0.0, 1.0, 2 * 2 / (2 + 4)])
     # MONAI's default would drop the empty masks (NaN) and hide false alarms on lesion-free images
     default = DiceMetric(include_background=True, reduction="none")(y_pred=prediction, y=label)[:, 0]
     assert math.isnan(default[0]) and math.isnan(default[2])

@@ -32,6 +32,7 @@ def test_prompt_sensitivity_is_zero_only_for_a_decoder_that_ignores_its_prompt(t
     images = torch.randn(2, 3, 512, 512)
     states = torch.randn(2, tiny_model.adapter.input_dim) * 5
     with torch.no_grad():
-        assert prompt_sensitivity(tiny_model, images, states) > 0
-        assert prompt_sensitivity(tiny_model, images, states[:1].expand(2, -1)) == 0.0
-        assert math.isnan(prompt_sensitivity(tiny_model, images[:1], states[:1]))
+        features = tiny_model.encode_sam(images)
+        assert prompt_sensitivity(tiny_model, features, states) > 0
+        assert prompt_sensitivity(tiny_model, features, states[:1].expand(2, -1)) == 0.0
+        assert math.isnan(prompt_sensitivity(tiny_model, features, states[:1]))
