@@ -134,9 +134,11 @@ def test_tracking_mlflow_logs_training_and_validation_metrics(trained, tmp_path)
 def test_sam_size_encoder_training_and_loss_options_flow_from_the_config(trained, tmp_path):
     overrides = _train_overrides(tmp_path, max_epochs=1)
     overrides.update(dataset_dir=str(trained[0] / "data"), sam_image_size=256, train_sam_encoder=True,
-                     dice_ce_kwargs={"batch": True})
+                     dice_ce_kwargs={"batch": True}, segmenter_learning_rate=2e-4)
     workflow = _workflow("train_sft.json", "train", **overrides)
     assert workflow.parser.get_parsed_content("train#loss").dice_ce.dice.batch is True
+    optimizer = workflow.parser.get_parsed_content("optimizer")
+    assert [group["lr"] for group in optimizer.param_groups] == [2e-4, 1e-3]
     workflow.run()
     assert workflow.trainer.state.output[0]["label"].shape == (1, 256, 256)
     workflow.finalize()

@@ -44,6 +44,7 @@ from scripts.losses import CoreSegSFTLoss
 from scripts.metrics import mask_dice
 from scripts.networks import build_coreseg, load_trainable_weights, save_trainable_weights
 from scripts.networks.medsam2 import SamImageFeatures
+from scripts.optimization import coreseg_parameter_groups
 
 __all__ = ["prompt_sensitivity", "run"]
 
@@ -66,6 +67,7 @@ def run(
     datalist: str,
     iters: int = 6000,
     learning_rate: float = 1e-3,
+    segmenter_learning_rate: float | None = None,
     batch_size: int = 4,
     sam_image_size: int = 256,
     train_sam_encoder: bool = True,
@@ -78,6 +80,7 @@ def run(
     num_val: int = 96,
     seed: int = 0,
     init: str | None = None,
+    sam_checkpoint: str | None = None,
     out: str = "runs/sft_probe.json",
     save: str | None = None,
     num_workers: int = 1,
@@ -88,6 +91,8 @@ def run(
         datalist: a benchmark datalist with ``training`` and ``validation`` sections.
         iters: optimiser steps.
         learning_rate: peak learning rate (one-cycle, 5 % warm-up, clipping at norm 1).
+        segmenter_learning_rate: peak learning rate of the SAM encoder and mask decoder (default:
+            ``learning_rate``).
         batch_size: records per step.
         sam_image_size: SAM input side (and mask size).
         train_sam_encoder: train the randomly initialised SAM image encoder too.
@@ -100,6 +105,7 @@ def run(
         num_val: validation records used (the first ones of the section).
         seed: seed of the model and data order.
         init: trainable weights to start from (``save_trainable_weights`` format).
+        sam_checkpoint: sam2-format checkpoint of the tiny SAM (e.g. from :mod:`scripts.pretrain_sam`).
         out: JSON log of the settings and the validation curve (rewritten at each validation).
         save: where to write the trainable weights at each validation.
         num_workers: data loader workers for training.
@@ -110,7 +116,7 @@ def run(
     settings = dict(locals())  # the arguments, for the log
     torch.manual_seed(seed)
     model = build_coreseg("tiny", adapter=adapter, sam_image_size=sam_image_size, train_sam_encoder=train_sam_encoder,
-                          lora_r=lora_r, lora_alpha=2 * lora_r, seed=seed)
+                          lora_r=lora_r, lora_alpha=2 * lora_r, sam_checkpoint=sam_checkpoint, seed=seed)
     if init:
         load_trainable_weights(model, init)
     geometry = ProcessorGeometry.from_processor(model.processor)
@@ -125,8 +131,10 @@ def run(
     forced_loader = DataLoader(val_dataset, batch_size=8, collate_fn=CoreSegCollator(model.processor, mode="train"))
     generate_loader = DataLoader(val_dataset, batch_size=8, collate_fn=CoreSegCollator(model.processor, mode="generate"))
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=learning_rate, total_steps=iters, pct_start=0.05)
+    groups = coreseg_parameter_groups(model, learning_rate, segmenter_learning_rate)
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups], total_steps=iters,
+                                                   pct_start=0.05)
     loss_function = CoreSegSFTLoss(dice_ce_kwargs={"batch": dice_batch})
     log = {"settings": settings, "curve": []}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
