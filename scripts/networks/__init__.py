@@ -12,7 +12,15 @@ from .checkpoint import (
     trainable_state_dict,
 )
 from .coreseg import EMPTY_MASK_LOGIT, CoreSeg, CoreSegGeneration, CoreSegOutput, locate_seg_tokens
-from .medsam2 import SAM_PIXEL_MEAN, SAM_PIXEL_STD, MedSAM2Segmenter, SamImageFeatures, SegmenterOutput
+from .medsam2 import (
+    SAM_PIXEL_MEAN,
+    SAM_PIXEL_STD,
+    MedSAM2Segmenter,
+    SamImageFeatures,
+    SegmenterOutput,
+    load_sam2_checkpoint,
+    save_sam2_checkpoint,
+)
 from .mllm import SEG_TOKEN, LoraSettings, add_seg_token, load_mllm, prepare_mllm
 from .presets import PRESETS, build_coreseg
 from .processor import build_offline_processor, build_offline_tokenizer
@@ -41,10 +49,12 @@ __all__ = [
     "build_prompt_adapter",
     "format_parameter_report",
     "load_mllm",
+    "load_sam2_checkpoint",
     "load_trainable_weights",
     "locate_seg_tokens",
     "parameter_report",
     "prepare_mllm",
+    "save_sam2_checkpoint",
     "save_trainable_weights",
     "trainable_state_dict",
 ]

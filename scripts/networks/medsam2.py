@@ -14,7 +14,10 @@ from torch import nn
 
 from .architectures import MEDSAM2_HYDRA_OVERRIDES, SAM2_BASE_CONFIG
 
-__all__ = ["SAM_PIXEL_MEAN", "SAM_PIXEL_STD", "SamImageFeatures", "SegmenterOutput", "MedSAM2Segmenter"]
+__all__ = [
+    "SAM_PIXEL_MEAN", "SAM_PIXEL_STD", "SamImageFeatures", "SegmenterOutput", "MedSAM2Segmenter", "load_sam2_checkpoint",
+    "save_sam2_checkpoint",
+]
 
 # SAM2's image normalisation (ImageNet statistics on [0, 1] RGB), as in sam2.utils.transforms.SAM2Transforms.
 SAM_PIXEL_MEAN = (0.485, 0.456, 0.406)
@@ -135,7 +138,9 @@ class MedSAM2Segmenter(nn.Module):
         )
         if checkpoint is not None:
             load_sam2_checkpoint(sam_model, checkpoint)
-        return cls(sam_model, train_image_encoder=train_image_encoder)
+        segmenter = cls(sam_model, train_image_encoder=train_image_encoder)
+        segmenter.sam2_config = (config_name, tuple(hydra_overrides))  # to write sam2 checkpoints again
+        return segmenter
 
     @property
     def image_encoder_trainable(self) -> bool:
@@ -196,6 +201,39 @@ class MedSAM2Segmenter(nn.Module):
     def forward(self, images: torch.Tensor, sparse_prompt_embeddings: torch.Tensor) -> SegmenterOutput:
         """Encode ``images`` and decode one mask per image from its sparse prompt."""
         return self.decode(self.encode_image(images), sparse_prompt_embeddings)
+
+
+def save_sam2_checkpoint(segmenter: MedSAM2Segmenter, path: str | Path) -> Path:
+    """Write a segmenter's weights as a sam2-format checkpoint (``{"model": state_dict}``).
+
+    The file loads strictly into the SAM2 model the segmenter was built from (:meth:`MedSAM2Segmenter.from_config`),
+    e.g. through ``build_coreseg(sam_checkpoint=...)``, ``sam2.build_sam.build_sam2`` or MedSAM2's own tools. SAM2's
+    video-memory modules, which the segmenter does not keep, are written freshly initialised (seed 0).
+
+    Raises:
+        ValueError: the segmenter was not built by :meth:`MedSAM2Segmenter.from_config`, so its SAM2 config is
+            unknown.
+    """
+    from sam2.build_sam import build_sam2
+
+    config = getattr(segmenter, "sam2_config", None)
+    if config is None:
+        raise ValueError("The segmenter's SAM2 config is unknown: build it with MedSAM2Segmenter.from_config.")
+    config_name, overrides = config
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        sam_model = build_sam2(config_file=config_name, ckpt_path=None, device="cpu", mode="eval",
+                               hydra_overrides_extra=list(overrides), apply_postprocessing=False)
+    state = sam_model.state_dict()
+    kept = {"image_encoder": segmenter.image_encoder, "sam_prompt_encoder": segmenter.prompt_encoder,
+            "sam_mask_decoder": segmenter.mask_decoder}
+    for prefix, module in kept.items():
+        state.update({f"{prefix}.{name}": value.detach().cpu() for name, value in module.state_dict().items()})
+    state["no_mem_embed"] = segmenter.no_mem_embed.detach().cpu()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": state}, path)
+    return path
 
 
 def load_sam2_checkpoint(sam_model: nn.Module, checkpoint: str | Path) -> None:

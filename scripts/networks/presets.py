@@ -38,7 +38,7 @@ from .medsam2 import MedSAM2Segmenter
 from .mllm import LoraSettings, load_mllm, prepare_mllm
 from .processor import build_offline_processor, build_offline_tokenizer
 
-__all__ = ["PRESETS", "build_coreseg", "build_base_mllm", "resolve_dtype"]
+__all__ = ["PRESETS", "build_coreseg", "build_base_mllm", "build_segmenter", "resolve_dtype"]
 
 DEFAULT_MLLM_HUB_ID = "Qwen/Qwen2.5-VL-3B-Instruct"
 #: Init std of the tiny preset's (tied) token embeddings; see :func:`build_base_mllm`.
@@ -182,17 +182,7 @@ def build_coreseg(
         prepared = prepare_mllm(model, processor, lora)
         if sam_checkpoint is None and needs_files:
             sam_checkpoint = _download_sam_checkpoint()
-        overrides = tuple(sam_hydra_overrides) if sam_hydra_overrides is not None else settings["sam_hydra_overrides"]
-        if sam_image_size is not None:
-            sized = sam2_image_size_overrides(sam_image_size)
-            keys = {override.split("=", 1)[0] for override in sized}
-            overrides = tuple(o for o in overrides if o.split("=", 1)[0] not in keys) + sized
-        segmenter = MedSAM2Segmenter.from_config(
-            SAM2_BASE_CONFIG,
-            hydra_overrides=overrides,
-            checkpoint=sam_checkpoint,
-            train_image_encoder=train_sam_encoder,
-        )
+        segmenter = build_segmenter(preset, sam_checkpoint, train_sam_encoder, sam_image_size, sam_hydra_overrides)
         hidden_size = model.config.get_text_config().hidden_size
         prompt_adapter = build_prompt_adapter(adapter, hidden_size, segmenter.prompt_dim, **(adapter_kwargs or {}))
     return CoreSeg(
@@ -201,6 +191,33 @@ def build_coreseg(
         seg_token_id=prepared.seg_token_id,
         adapter=prompt_adapter,
         segmenter=segmenter,
+    )
+
+
+def build_segmenter(
+    preset: str = "tiny",
+    sam_checkpoint: str | Path | None = None,
+    train_sam_encoder: bool = False,
+    sam_image_size: int | None = None,
+    sam_hydra_overrides: Sequence[str] | None = None,
+) -> MedSAM2Segmenter:
+    """The SAM2 part of a preset alone (what :func:`build_coreseg` puts in ``CoreSeg.segmenter``).
+
+    Args:
+        preset: ``"full"`` or ``"tiny"``; gives the SAM2 architecture.
+        sam_checkpoint, train_sam_encoder, sam_image_size, sam_hydra_overrides: as in :func:`build_coreseg`.
+            Random weights when ``sam_checkpoint`` is ``None`` (seed them with ``torch.manual_seed``).
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; expected one of {sorted(PRESETS)}.")
+    overrides = (tuple(sam_hydra_overrides) if sam_hydra_overrides is not None
+                 else PRESETS[preset]["sam_hydra_overrides"])
+    if sam_image_size is not None:
+        sized = sam2_image_size_overrides(sam_image_size)
+        keys = {override.split("=", 1)[0] for override in sized}
+        overrides = tuple(o for o in overrides if o.split("=", 1)[0] not in keys) + sized
+    return MedSAM2Segmenter.from_config(
+        SAM2_BASE_CONFIG, hydra_overrides=overrides, checkpoint=sam_checkpoint, train_image_encoder=train_sam_encoder
     )
 
 
