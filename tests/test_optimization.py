@@ -41,3 +41,12 @@ def test_groups_drive_adamw_at_their_rates(fresh_tiny_model):
 def test_a_network_without_trainable_parameters_is_an_error():
     with pytest.raises(ValueError, match="no trainable parameters"):
         coreseg_parameter_groups(torch.nn.Linear(2, 2).requires_grad_(False), 1e-3, 1e-4)
+
+
+def test_language_model_segmenter_and_adapter_can_each_have_a_rate(tiny_model):
+    groups = coreseg_parameter_groups(tiny_model, 1e-3, segmenter_learning_rate=2e-4, mllm_learning_rate=5e-4)
+    assert [group["lr"] for group in groups] == [2e-4, 5e-4, 1e-3]
+    assert _ids(groups[1]["params"]) == {id(p) for p in tiny_model.mllm.parameters() if p.requires_grad}
+    assert _ids(groups[2]["params"]) == {id(p) for p in tiny_model.adapter.parameters()}
+    only_mllm = coreseg_parameter_groups(tiny_model, 1e-3, mllm_learning_rate=5e-4)
+    assert [group["lr"] for group in only_mllm] == [5e-4, 1e-3]

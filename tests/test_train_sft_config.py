@@ -134,13 +134,21 @@ def test_tracking_mlflow_logs_training_and_validation_metrics(trained, tmp_path)
 def test_sam_size_encoder_training_and_loss_options_flow_from_the_config(trained, tmp_path):
     overrides = _train_overrides(tmp_path, max_epochs=1)
     overrides.update(dataset_dir=str(trained[0] / "data"), sam_image_size=256, train_sam_encoder=True,
-                     dice_ce_kwargs={"batch": True}, segmenter_learning_rate=2e-4)
+                     dice_ce_kwargs={"batch": True}, segmenter_learning_rate=2e-4,
+                     mllm_learning_rate=5e-4, mllm_freeze_iterations=1)
     workflow = _workflow("train_sft.json", "train", **overrides)
     assert workflow.parser.get_parsed_content("train#loss").dice_ce.dice.batch is True
     optimizer = workflow.parser.get_parsed_content("optimizer")
-    assert [group["lr"] for group in optimizer.param_groups] == [2e-4, 1e-3]
+    assert [group["lr"] for group in optimizer.param_groups] == [2e-4, 5e-4, 1e-3]
+    llm = [p for p in workflow.parser.get_parsed_content("network").mllm.parameters() if p.requires_grad]
+    llm_before = [p.detach().clone() for p in llm]
+    frozen_during = []
+    workflow.trainer.add_event_handler(Events.ITERATION_COMPLETED,
+                                       lambda e: frozen_during.append(not any(p.requires_grad for p in llm)))
     workflow.run()
     assert workflow.trainer.state.output[0]["label"].shape == (1, 256, 256)
+    assert frozen_during == [True, False]  # 2 iterations: the language model waits one, then trains
+    assert any(not torch.equal(a, b) for a, b in zip(llm_before, llm))
     workflow.finalize()
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert any(name.startswith("segmenter.image_encoder.") for name in state)  # the encoder was trained too

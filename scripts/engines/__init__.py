@@ -4,7 +4,7 @@
 
 from .batch import MODEL_INPUT_KEYS, split_batch
 from .evaluator import CoreSegEvaluator
-from .handlers import TRAINING_STATS, EvaluationReportHandler, PredictionWriter, training_stats
+from .handlers import TRAINING_STATS, EvaluationReportHandler, FreezeForIterations, PredictionWriter, training_stats
 from .inferers import GenerationInferer, TeacherForcedInferer
 from .trainer import CoreSegSFTTrainer
 
@@ -14,6 +14,7 @@ __all__ = [
     "CoreSegEvaluator",
     "CoreSegSFTTrainer",
     "EvaluationReportHandler",
+    "FreezeForIterations",
     "GenerationInferer",
     "PredictionWriter",
     "TeacherForcedInferer",

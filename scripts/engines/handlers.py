@@ -15,7 +15,7 @@ from ignite.engine import Engine, Events
 from scripts.evaluation import EvaluationReport, SampleScore, summarize
 from scripts.networks.medsam2 import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 
-__all__ = ["TRAINING_STATS", "EvaluationReportHandler", "PredictionWriter", "training_stats"]
+__all__ = ["TRAINING_STATS", "EvaluationReportHandler", "FreezeForIterations", "PredictionWriter", "training_stats"]
 
 #: Summary entries copied into ``engine.state.metrics`` (names as logged).
 REPORTED_METRICS = ("mDice", "mIoU", "failure_rate", "format_valid_rate", "box_mIoU")
@@ -36,6 +36,37 @@ def training_stats(output: dict | list[dict]) -> dict[str, float]:
             return {}
         output = output[0]
     return {name: float(torch.as_tensor(output[name]).detach()) for name in TRAINING_STATS if name in output}
+
+
+class FreezeForIterations:
+    """Keep parameters frozen for a trainer's first iterations, then train them.
+
+    Fine-tuning a pretrained backbone together with a randomly initialised head lets the head's early, noisy
+    gradients distort the backbone's features ("linear probing, then fine-tuning", Kumar et al., ICLR 2022).
+    In CoreSeg the ``<seg>`` state is such a feature: frozen at first, it carries the asked finding, while the
+    randomly initialised adapter and mask decoder learn to read it (``docs/sft_learning.md``). The switch reads
+    ``engine.state.iteration``, so a resumed run picks it up where it was.
+
+    Args:
+        parameters: the parameters to hold (e.g. the language model's trainable ones); taken as given, so list
+            them before anything else freezes them.
+        iterations: iterations during which they stay frozen (0: never frozen).
+    """
+
+    def __init__(self, parameters, iterations: int) -> None:
+        if iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {iterations}.")
+        self.parameters = list(parameters)
+        self.iterations = int(iterations)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        # ignite counts the iteration before ITERATION_STARTED: iterations 1..N stay frozen
+        trainable = engine.state.iteration > self.iterations
+        for parameter in self.parameters:
+            parameter.requires_grad_(trainable)
 
 
 class EvaluationReportHandler:

@@ -69,3 +69,26 @@ def test_batches_without_labels_are_rejected(fresh_tiny_model):
         _trainer(fresh_tiny_model, [batch]).run()
     with pytest.raises(ValueError, match="grad_clip_norm"):
         _trainer(fresh_tiny_model, [batch], grad_clip_norm=0.0)
+
+
+def test_language_model_stays_frozen_for_its_warm_up_iterations_then_trains(fresh_tiny_model):
+    from scripts.engines import FreezeForIterations
+
+    model = fresh_tiny_model
+    llm = [p for p in model.mllm.parameters() if p.requires_grad]
+    trainer = _trainer(model, _batches(model, 4), lr=1e-2)
+    FreezeForIterations(llm, iterations=2).attach(trainer)
+    snapshots = []
+    trainer.add_event_handler(
+        IterationEvents.MODEL_COMPLETED,
+        lambda e: snapshots.append(([p.detach().clone() for p in llm], model.adapter.proj.weight.detach().clone())),
+    )
+    before = [p.detach().clone() for p in llm], model.adapter.proj.weight.detach().clone()
+    trainer.run()
+    changed = [any(not torch.equal(a, b) for a, b in zip(now[0], prev[0]))
+               for prev, now in zip([before] + snapshots[:-1], snapshots)]
+    assert changed == [False, False, True, True]  # iterations 1-2 frozen, 3-4 trained
+    assert not torch.equal(snapshots[0][1], before[1])  # the adapter trains from the first iteration
+    assert all(p.requires_grad for p in llm)
+    with pytest.raises(ValueError, match="iterations must be >= 0"):
+        FreezeForIterations(llm, iterations=-1)
