@@ -63,11 +63,27 @@ def prompt_sensitivity(model, sam_features: SamImageFeatures, seg_states: torch.
     return float((logits - rotated).abs().mean() / logits.std().clamp_min(1e-6))
 
 
+class _PairDataset(torch.utils.data.Dataset):
+    """Both records of an image, transformed, as one item (MONAI's Dataset would map a list item by item)."""
+
+    def __init__(self, pairs: list[list[dict]], transform) -> None:
+        self.pairs, self.transform = pairs, transform
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> list[dict]:
+        return [self.transform(dict(record)) for record in self.pairs[index]]
+
+
 def run(
     datalist: str,
     iters: int = 6000,
     learning_rate: float = 1e-3,
     segmenter_learning_rate: float | None = None,
+    mllm_learning_rate: float | None = None,
+    mllm_freeze_steps: int = 0,
+    paired_batches: bool = False,
     batch_size: int = 4,
     sam_image_size: int = 256,
     train_sam_encoder: bool = True,
@@ -93,7 +109,13 @@ def run(
         learning_rate: peak learning rate (one-cycle, 5 % warm-up, clipping at norm 1).
         segmenter_learning_rate: peak learning rate of the SAM encoder and mask decoder (default:
             ``learning_rate``).
-        batch_size: records per step.
+        mllm_learning_rate: peak learning rate of the language model's LoRA and ``<seg>`` rows (default:
+            ``learning_rate``).
+        mllm_freeze_steps: keep the language model frozen for this many steps (as ``FreezeForIterations``).
+        paired_batches: put records of the same image side by side in a batch (the datalist must hold both
+            questions of each training image, e.g. a benchmark generated with ``--paired_splits training,...``);
+            images asked once are left out.
+        batch_size: records per step (even with ``paired_batches``).
         sam_image_size: SAM input side (and mask size).
         train_sam_encoder: train the randomly initialised SAM image encoder too.
         adapter: ``"semantic"`` or ``"linear"``.
@@ -122,16 +144,33 @@ def run(
     geometry = ProcessorGeometry.from_processor(model.processor)
     train_records = load_datalist(datalist, "training")
     val_records = load_datalist(datalist, "validation")[:num_val]
-    train_loader = DataLoader(
-        Dataset(train_records, build_transforms(geometry, random_text=True, seed=seed, mask_size=sam_image_size)),
-        batch_size=batch_size, shuffle=True, drop_last=len(train_records) > batch_size, num_workers=num_workers,
-        collate_fn=CoreSegCollator(model.processor, mode="train"), persistent_workers=num_workers > 0,
-    )
+    train_transform = build_transforms(geometry, random_text=True, seed=seed, mask_size=sam_image_size)
+    collator = CoreSegCollator(model.processor, mode="train")
+    if paired_batches:
+        groups_by_image: dict[str, list[dict]] = {}
+        for record in train_records:
+            groups_by_image.setdefault(str(record["image"]), []).append(record)
+        pairs = [group for group in groups_by_image.values() if len(group) == 2]
+        if not pairs or batch_size % 2:
+            raise ValueError("paired_batches needs an even batch_size and images asked both ways in the datalist.")
+        train_loader = DataLoader(
+            _PairDataset(pairs, train_transform),
+            batch_size=batch_size // 2, shuffle=True, drop_last=len(pairs) > batch_size // 2,
+            num_workers=num_workers, collate_fn=lambda items: collator([s for pair in items for s in pair]),
+            persistent_workers=num_workers > 0,
+        )
+    else:
+        train_loader = DataLoader(
+            Dataset(train_records, train_transform), batch_size=batch_size, shuffle=True,
+            drop_last=len(train_records) > batch_size, num_workers=num_workers, collate_fn=collator,
+            persistent_workers=num_workers > 0,
+        )
     val_dataset = Dataset(val_records, build_transforms(geometry, random_text=False, seed=seed, mask_size=sam_image_size))
     forced_loader = DataLoader(val_dataset, batch_size=8, collate_fn=CoreSegCollator(model.processor, mode="train"))
     generate_loader = DataLoader(val_dataset, batch_size=8, collate_fn=CoreSegCollator(model.processor, mode="generate"))
     parameters = [p for p in model.parameters() if p.requires_grad]
-    groups = coreseg_parameter_groups(model, learning_rate, segmenter_learning_rate)
+    mllm_parameters = [p for p in model.mllm.parameters() if p.requires_grad]
+    groups = coreseg_parameter_groups(model, learning_rate, segmenter_learning_rate, mllm_learning_rate)
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups], total_steps=iters,
                                                    pct_start=0.05)
@@ -183,6 +222,8 @@ def run(
     model.train()
     while step < iters:
         for batch in train_loader:
+            for parameter in mllm_parameters:  # steps 0..mllm_freeze_steps-1 leave the language model as it is
+                parameter.requires_grad_(step >= mllm_freeze_steps)
             parts = loss_function(model(**model_inputs(batch)), batch["label"])
             optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()

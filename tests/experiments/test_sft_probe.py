@@ -36,3 +36,22 @@ def test_prompt_sensitivity_is_zero_only_for_a_decoder_that_ignores_its_prompt(t
         assert prompt_sensitivity(tiny_model, features, states) > 0
         assert prompt_sensitivity(tiny_model, features, states[:1].expand(2, -1)) == 0.0
         assert math.isnan(prompt_sensitivity(tiny_model, features, states[:1]))
+
+
+def test_probe_pairs_the_questions_of_an_image_and_holds_the_language_model(tmp_path, monkeypatch):
+    datalist = ensure_benchmark(tmp_path / "data", {"training": 2, "validation": 1}, seed=6, progress=False,
+                                paired_splits=("training", "validation"))
+    batches = []
+    original = __import__("scripts.experiments.sft_probe", fromlist=["model_inputs"]).model_inputs
+
+    def spy(batch):
+        batches.append([meta["image_path"] for meta in batch["metadata"]])
+        return original(batch)
+
+    monkeypatch.setattr("scripts.experiments.sft_probe.model_inputs", spy)
+    log = run(datalist, iters=2, batch_size=2, eval_every=2, gen_every=0, lora_r=8, paired_batches=True,
+              mllm_freeze_steps=1, mllm_learning_rate=5e-4, out=str(tmp_path / "log.json"),
+              save=str(tmp_path / "weights.pt"), num_workers=0)
+    training = batches[:2]  # the two training steps come before the validation batches
+    assert all(len(paths) == 2 and paths[0] == paths[1] for paths in training)
+    assert log["settings"]["paired_batches"] is True and log["curve"][-1]["step"] == 2
