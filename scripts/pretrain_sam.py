@@ -18,7 +18,7 @@ same with both).
 Example::
 
     python -m scripts.pretrain_sam --datalist data/synthetic_small/datalist.json \\
-        --out models/tiny_sam2_256.pt --sam_image_size 256 --iters 1500
+        --out runs/tiny_sam2_256.pt --sam_image_size 256 --iters 1500
 """
 
 from __future__ import annotations
