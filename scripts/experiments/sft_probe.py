@@ -42,7 +42,7 @@ from scripts.data.transforms import build_transforms
 from scripts.evaluation import score_generation, summarize
 from scripts.losses import CoreSegSFTLoss
 from scripts.metrics import mask_dice
-from scripts.networks import build_coreseg, load_trainable_weights, save_trainable_weights
+from scripts.networks import TrainableWeights, build_coreseg, load_trainable_weights
 from scripts.networks.medsam2 import SamImageFeatures
 from scripts.optimization import coreseg_parameter_groups
 
@@ -170,6 +170,7 @@ def run(
     generate_loader = DataLoader(val_dataset, batch_size=8, collate_fn=CoreSegCollator(model.processor, mode="generate"))
     parameters = [p for p in model.parameters() if p.requires_grad]
     mllm_parameters = [p for p in model.mllm.parameters() if p.requires_grad]
+    trainable_weights = TrainableWeights(model)  # made before any freeze, so saves always hold every trained tensor
     groups = coreseg_parameter_groups(model, learning_rate, segmenter_learning_rate, mllm_learning_rate)
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups], total_steps=iters,
@@ -244,7 +245,8 @@ def run(
                 print(json.dumps(entry), flush=True)
                 Path(out).write_text(json.dumps(log, indent=1) + "\n")
                 if save:
-                    save_trainable_weights(model, save)
+                    Path(save).parent.mkdir(parents=True, exist_ok=True)
+                    torch.save(trainable_weights.state_dict(), save)
             if step >= iters:
                 break
     return log

@@ -40,15 +40,24 @@ def trainable_state_dict(module: nn.Module) -> OrderedDict[str, torch.Tensor]:
 class TrainableWeights:
     """State-dict view of a module's trainable parameters, for checkpoint handlers.
 
+    The parameters are the ones that require grad when the view is made: a handler that holds some of them for a
+    while (:class:`scripts.engines.FreezeForIterations`) does not change what checkpoints contain, so every
+    checkpoint of a run loads into the model as built.
+
     Args:
         module: the model (e.g. :class:`scripts.networks.coreseg.CoreSeg`).
     """
 
     def __init__(self, module: nn.Module) -> None:
         self.module = module
+        self._names = [name for name, param in module.named_parameters() if param.requires_grad]
+
+    def _parameters(self) -> dict[str, nn.Parameter]:
+        params = dict(self.module.named_parameters())
+        return {name: params[name] for name in self._names}
 
     def state_dict(self) -> OrderedDict[str, torch.Tensor]:
-        return trainable_state_dict(self.module)
+        return OrderedDict((name, param.detach().cpu().clone()) for name, param in self._parameters().items())
 
     def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True) -> None:
         """Copy ``state_dict`` into the trainable parameters.
@@ -57,7 +66,7 @@ class TrainableWeights:
             KeyError: a key names no trainable parameter, or (``strict``) a trainable parameter is missing.
             ValueError: a tensor's shape differs from its parameter's.
         """
-        params = {name: p for name, p in self.module.named_parameters() if p.requires_grad}
+        params = self._parameters()
         unexpected = sorted(set(state_dict) - set(params))
         missing = sorted(set(params) - set(state_dict))
         if unexpected or (strict and missing):

@@ -50,8 +50,14 @@ def test_probe_pairs_the_questions_of_an_image_and_holds_the_language_model(tmp_
 
     monkeypatch.setattr("scripts.experiments.sft_probe.model_inputs", spy)
     log = run(datalist, iters=2, batch_size=2, eval_every=2, gen_every=0, lora_r=8, paired_batches=True,
-              mllm_freeze_steps=1, mllm_learning_rate=5e-4, out=str(tmp_path / "log.json"),
+              mllm_freeze_steps=2, mllm_learning_rate=5e-4, out=str(tmp_path / "log.json"),
               save=str(tmp_path / "weights.pt"), num_workers=0)
     training = batches[:2]  # the two training steps come before the validation batches
     assert all(len(paths) == 2 and paths[0] == paths[1] for paths in training)
     assert log["settings"]["paired_batches"] is True and log["curve"][-1]["step"] == 2
+    # Saved while the language model was held, the weights still hold it and load into a fresh model.
+    state = torch.load(tmp_path / "weights.pt", weights_only=True)
+    assert any(".lora_" in name for name in state)
+    again = run(datalist, iters=2, batch_size=2, eval_every=2, gen_every=0, lora_r=8, init=str(tmp_path / "weights.pt"),
+                out=str(tmp_path / "log2.json"), num_workers=0)
+    assert again["curve"][-1]["step"] == 2

@@ -67,6 +67,27 @@ def test_handler_style_checkpoints_load_too(tmp_path):
             assert torch.equal(a, b), name
 
 
+def test_a_temporary_freeze_does_not_change_what_the_view_saves_and_loads(tmp_path):
+    """FreezeForIterations holds the language model for a while; checkpoints taken then must still load."""
+    trained = build_coreseg("tiny", seed=0)
+    _perturb_trainable(trained, seed=2)
+    view = TrainableWeights(trained)
+    names = list(view.state_dict())
+    held = [p for p in trained.mllm.parameters() if p.requires_grad]
+    for param in held:
+        param.requires_grad_(False)
+    state = view.state_dict()
+    assert list(state) == names and any(".lora_" in name for name in state)
+    torch.save(state, tmp_path / "held.pt")
+    for param in held:
+        param.requires_grad_(True)
+    restored = build_coreseg("tiny", seed=0)
+    load_trainable_weights(restored, tmp_path / "held.pt")  # strict: nothing missing
+    for (name, a), b in zip(trained.named_parameters(), restored.parameters()):
+        if a.requires_grad:
+            assert torch.equal(a, b), name
+
+
 def test_mismatched_checkpoints_are_rejected_with_the_reason(tmp_path):
     semantic = build_coreseg("tiny", seed=0)
     linear = build_coreseg("tiny", seed=0, adapter="linear")
