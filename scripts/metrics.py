@@ -24,7 +24,7 @@ from monai.data.box_utils import box_iou
 from monai.metrics import DiceMetric, MeanIoU
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["mask_dice", "mask_dice_iou", "BoxMatch", "match_boxes", "box_miou"]
+__all__ = ["mask_dice", "mask_dice_iou", "prompt_sensitivity_of", "BoxMatch", "match_boxes", "box_miou"]
 
 
 def _binary_masks(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,6 +81,17 @@ class BoxMatch:
     ious: np.ndarray
     num_pred: int
     num_gt: int
+
+
+def prompt_sensitivity_of(logits: torch.Tensor, logits_other_prompts: torch.Tensor) -> float:
+    """Relative prompt sensitivity of a mask decoder: mean absolute change of the mask logits when the prompts are
+    swapped between samples, over the logits' standard deviation (0: the decoder ignores its prompt).
+
+    Args:
+        logits: mask logits with each sample's own prompt.
+        logits_other_prompts: the same images decoded with other samples' prompts.
+    """
+    return float((logits - logits_other_prompts).abs().mean() / logits.std().clamp_min(1e-6))
 
 
 def _as_boxes(boxes: Sequence[Sequence[float]] | np.ndarray | torch.Tensor, name: str) -> np.ndarray:

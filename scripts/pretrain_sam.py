@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from scripts.data.box_prompts import build_box_prompt_transforms, has_lesion
 from scripts.data.datalist import load_datalist
-from scripts.metrics import mask_dice
+from scripts.metrics import mask_dice, prompt_sensitivity_of
 from scripts.networks.medsam2 import MedSAM2Segmenter, save_sam2_checkpoint
 from scripts.networks.presets import build_segmenter
 
@@ -81,7 +81,7 @@ def box_prompt_scores(model: BoxPromptedSegmenter, loader: DataLoader, device: t
         rotated = model(images, boxes.roll(1, dims=0))
         own += mask_dice(logits > 0, labels > 0).tolist()
         other += mask_dice(rotated > 0, labels > 0).tolist()
-        sensitivity.append(float((logits - rotated).abs().mean() / logits.std().clamp_min(1e-6)))
+        sensitivity.append(prompt_sensitivity_of(logits, rotated))
     if not own:
         raise ValueError("box_prompt_scores needs batches of at least 2 samples.")
     return {"dice_own_box": float(np.mean(own)), "dice_other_box": float(np.mean(other)),

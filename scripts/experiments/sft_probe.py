@@ -41,7 +41,7 @@ from scripts.data.datalist import load_datalist
 from scripts.data.transforms import build_transforms
 from scripts.evaluation import score_generation, summarize
 from scripts.losses import CoreSegSFTLoss
-from scripts.metrics import mask_dice
+from scripts.metrics import mask_dice, prompt_sensitivity_of
 from scripts.networks import TrainableWeights, build_coreseg, load_trainable_weights
 from scripts.networks.medsam2 import SamImageFeatures
 from scripts.optimization import coreseg_parameter_groups
@@ -60,7 +60,7 @@ def prompt_sensitivity(model, sam_features: SamImageFeatures, seg_states: torch.
     prompts = model.adapter(seg_states)
     logits = model.segmenter.decode(sam_features, prompts).mask_logits
     rotated = model.segmenter.decode(sam_features, prompts.roll(1, dims=0)).mask_logits
-    return float((logits - rotated).abs().mean() / logits.std().clamp_min(1e-6))
+    return prompt_sensitivity_of(logits, rotated)
 
 
 class _PairDataset(torch.utils.data.Dataset):
