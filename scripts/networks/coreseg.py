@@ -8,6 +8,11 @@
     the state one position earlier, whose logits predict ``<seg>``). During generation the completion is first
     sampled with the KV cache, then one teacher-forced pass reads the state; nothing is read from ``generate``.
 
+Whole-answer probe (paper Table 4)
+    With ``semantic_probe="answer"`` the probe is instead the final-layer states of the whole answer, from its
+    first token up to and including ``<seg>``: ``(B, N, D)`` with a padding mask, read by the adapter's
+    cross-attention. The paper finds it slightly better after stage 1 and the ``<seg>`` token better after GRPO.
+
 Zero or several ``<seg>`` tokens
     A sample whose answer holds zero or several ``<seg>`` tokens gets ``seg_valid=False``, its count in
     ``seg_counts``, a zero probe and an empty mask (all logits :data:`EMPTY_MASK_LOGIT`). It is never an error:
@@ -28,11 +33,13 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from .medsam2 import MedSAM2Segmenter, SamImageFeatures, SegmenterOutput
 from .mllm import find_vision_tower
 
-__all__ = ["EMPTY_MASK_LOGIT", "CoreSegOutput", "CoreSegGeneration", "CoreSeg", "locate_seg_tokens"]
+__all__ = ["EMPTY_MASK_LOGIT", "SEMANTIC_PROBES", "CoreSegOutput", "CoreSegGeneration", "CoreSeg", "locate_seg_tokens"]
 
 #: Mask logit given to every pixel of a sample without a usable ``<seg>`` token (sigmoid == 0).
 EMPTY_MASK_LOGIT = -1.0e4
 IGNORE_INDEX = -100
+#: What the prompt adapter reads: the ``<seg>`` token's state (the paper's choice) or the whole answer's states.
+SEMANTIC_PROBES = ("seg", "answer")
 _GENERATION_CONFIG_FIELDS = frozenset(GenerationConfig().to_dict())
 
 
@@ -43,7 +50,9 @@ class CoreSegOutput:
     Attributes:
         text_loss: mean next-token cross-entropy over label tokens (``None`` without labels).
         logits: ``(B, T, V)`` next-token logits (``T`` shrinks with ``logits_to_keep``).
-        seg_hidden_states: ``(B, D)`` probe per sample; zeros where ``seg_valid`` is False.
+        seg_hidden_states: ``(B, D)`` probe per sample (``(B, N, D)`` with the whole-answer probe); zeros where
+            ``seg_valid`` is False.
+        probe_padding_mask: ``(B, N)`` bool, True on padding of the whole-answer probe; ``None`` for ``<seg>``.
         seg_counts: ``(B,)`` number of ``<seg>`` tokens in each answer.
         seg_positions: ``(B,)`` sequence index of the ``<seg>`` token; -1 where ``seg_valid`` is False.
         seg_valid: ``(B,)`` True where the answer holds exactly one ``<seg>`` token.
@@ -61,6 +70,7 @@ class CoreSegOutput:
     mask_logits: torch.Tensor
     iou_predictions: torch.Tensor
     object_score_logits: torch.Tensor
+    probe_padding_mask: torch.Tensor | None = None
 
 
 @dataclass
@@ -74,7 +84,7 @@ class CoreSegGeneration:
         completion_mask: ``(N, L)`` 1 up to and including the first end-of-sequence token.
         completions: decoded completions (special tokens such as ``<seg>`` kept, end-of-sequence removed).
         truncated: ``(N,)`` True where generation hit ``max_new_tokens`` without an end-of-sequence token.
-        seg_counts, seg_positions, seg_valid, seg_hidden_states: as in :class:`CoreSegOutput`.
+        seg_counts, seg_positions, seg_valid, seg_hidden_states, probe_padding_mask: as in :class:`CoreSegOutput`.
         mask_logits: ``(N, 1, S, S)``; masks: ``(N, 1, S, S)`` bool, ``mask_logits > 0``.
     """
 
@@ -90,6 +100,7 @@ class CoreSegGeneration:
     seg_hidden_states: torch.Tensor
     mask_logits: torch.Tensor
     masks: torch.Tensor
+    probe_padding_mask: torch.Tensor | None = None
 
 
 def locate_seg_tokens(
@@ -122,8 +133,9 @@ class CoreSeg(nn.Module):
         mllm: a peft-wrapped image-text-to-text model (see :func:`scripts.networks.mllm.prepare_mllm`).
         processor: its processor (tokenizer with ``<seg>``, image processor, chat template).
         seg_token_id: id of the ``<seg>`` token.
-        adapter: maps ``(B, D)`` probes to ``(B, Q, prompt_dim)`` SAM prompts.
+        adapter: maps ``(B, D)`` probes (or ``(B, N, D)`` with a padding mask) to ``(B, Q, prompt_dim)`` SAM prompts.
         segmenter: the MedSAM2 segmenter.
+        semantic_probe: ``"seg"`` (the ``<seg>`` token's state) or ``"answer"`` (the whole answer's states).
     """
 
     def __init__(
@@ -133,8 +145,12 @@ class CoreSeg(nn.Module):
         seg_token_id: int,
         adapter: nn.Module,
         segmenter: MedSAM2Segmenter,
+        semantic_probe: str = "seg",
     ) -> None:
         super().__init__()
+        if semantic_probe not in SEMANTIC_PROBES:
+            raise ValueError(f"Unknown semantic_probe {semantic_probe!r}; expected one of {SEMANTIC_PROBES}.")
+        self.semantic_probe = semantic_probe
         self.mllm = mllm
         self.adapter = adapter
         self.segmenter = segmenter
@@ -175,9 +191,20 @@ class CoreSeg(nn.Module):
 
     # ------------------------------------------------------------------ segmentation head
     def segment(
-        self, seg_hidden_states: torch.Tensor, sam_features: SamImageFeatures, seg_valid: torch.Tensor | None = None
+        self,
+        seg_hidden_states: torch.Tensor,
+        sam_features: SamImageFeatures,
+        seg_valid: torch.Tensor | None = None,
+        probe_padding_mask: torch.Tensor | None = None,
     ) -> SegmenterOutput:
-        """Adapter + mask decoder for the samples with a valid probe; empty masks for the others."""
+        """Adapter + mask decoder for the samples with a valid probe; empty masks for the others.
+
+        Args:
+            seg_hidden_states: ``(B, D)`` or ``(B, N, D)`` probes.
+            sam_features: one SAM feature map per probe.
+            seg_valid: ``(B,)`` bool, samples to decode (default: all).
+            probe_padding_mask: ``(B, N)`` bool, True on padding of ``(B, N, D)`` probes.
+        """
         batch = seg_hidden_states.shape[0]
         if len(sam_features) != batch:
             raise ValueError(f"Got {len(sam_features)} SAM feature maps for {batch} probes; they must pair up.")
@@ -185,7 +212,8 @@ class CoreSeg(nn.Module):
             seg_valid = torch.ones(batch, dtype=torch.bool, device=seg_hidden_states.device)
         adapter_dtype = next(self.adapter.parameters()).dtype
         if bool(seg_valid.all()):
-            return self.segmenter.decode(sam_features, self.adapter(seg_hidden_states.to(adapter_dtype)))
+            prompts = self.adapter(seg_hidden_states.to(adapter_dtype), padding_mask=probe_padding_mask)
+            return self.segmenter.decode(sam_features, prompts)
         size = self.segmenter.image_size
         device = seg_hidden_states.device
         output = SegmenterOutput(
@@ -197,8 +225,10 @@ class CoreSeg(nn.Module):
         index = seg_valid.nonzero().squeeze(1)
         if index.numel() == 0:
             return output
+        padding = None if probe_padding_mask is None else probe_padding_mask[index]
         decoded = self.segmenter.decode(
-            sam_features.index_select(index), self.adapter(seg_hidden_states[index].to(adapter_dtype))
+            sam_features.index_select(index),
+            self.adapter(seg_hidden_states[index].to(adapter_dtype), padding_mask=padding),
         )
         # index_copy is differentiable w.r.t. the decoded rows, so valid samples still train.
         return SegmenterOutput(
@@ -244,8 +274,8 @@ class CoreSeg(nn.Module):
             labels=labels, logits_to_keep=logits_to_keep,
         )
         search = labels.ne(IGNORE_INDEX) if labels is not None else attention_mask.bool()
-        counts, positions, valid, probes = self._read_probes(input_ids, out.hidden_states[-1], search)
-        seg = self.segment(probes, sam_features, valid)
+        counts, positions, valid, probes, padding = self._read_probes(input_ids, out.hidden_states[-1], search)
+        seg = self.segment(probes, sam_features, valid, padding)
         return CoreSegOutput(
             text_loss=out.loss,
             logits=out.logits,
@@ -256,6 +286,7 @@ class CoreSeg(nn.Module):
             mask_logits=seg.mask_logits,
             iou_predictions=seg.iou_predictions,
             object_score_logits=seg.object_score_logits,
+            probe_padding_mask=padding,
         )
 
     # ------------------------------------------------------------------ generation
@@ -338,8 +369,8 @@ class CoreSeg(nn.Module):
             logits_to_keep=1,  # only the hidden states are needed here
         )
         search = torch.cat([torch.zeros_like(prompt_mask), completion_mask], dim=1).bool()
-        counts, positions, valid, probes = self._read_probes(full_ids, out.hidden_states[-1], search)
-        seg = self.segment(probes, sam_features.repeat_interleave(repeats), valid)
+        counts, positions, valid, probes, padding = self._read_probes(full_ids, out.hidden_states[-1], search)
+        seg = self.segment(probes, sam_features.repeat_interleave(repeats), valid, padding)
         return CoreSegGeneration(
             sequences=sequences,
             prompt_length=prompt_length,
@@ -353,6 +384,7 @@ class CoreSeg(nn.Module):
             seg_hidden_states=probes,
             mask_logits=seg.mask_logits,
             masks=seg.mask_logits > 0,
+            probe_padding_mask=padding,
         )
 
     # ------------------------------------------------------------------ helpers
@@ -390,11 +422,15 @@ class CoreSeg(nn.Module):
         return types
 
     def _read_probes(self, input_ids, last_hidden, search):
+        """``(counts, positions, valid, probes, padding_mask)`` of the answers marked by ``search``."""
         counts, positions = locate_seg_tokens(input_ids, self.seg_token_id, search)
         valid = counts.eq(1)
+        if self.semantic_probe == "answer":
+            probes, padding = _answer_states(last_hidden, search.bool(), positions, valid)
+            return counts, positions, valid, probes, padding
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         probes = last_hidden[rows, positions.clamp(min=0)] * valid.unsqueeze(-1).to(last_hidden.dtype)
-        return counts, positions, valid, probes
+        return counts, positions, valid, probes, None
 
     def _trim_completions(self, generated: torch.Tensor, config: GenerationConfig):
         eos_ids = config.eos_token_id
@@ -415,6 +451,25 @@ class CoreSeg(nn.Module):
             length = int(mask.sum()) - (0 if bool(cut) else 1)  # drop the end-of-sequence token itself
             texts.append(self.tokenizer.decode(ids[:length], skip_special_tokens=False))
         return texts
+
+
+def _answer_states(
+    last_hidden: torch.Tensor, search: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pack each answer's states from its first token to its ``<seg>`` into ``(B, N, D)`` plus a padding mask.
+
+    Rows without a valid ``<seg>`` get one all-zero state, unmasked so that attention over it stays defined.
+    """
+    steps = torch.arange(search.shape[1], device=search.device)
+    span = search & steps.le(positions.unsqueeze(1)) & valid.unsqueeze(1)
+    lengths = span.sum(dim=1)
+    width = max(int(lengths.max()) if lengths.numel() else 0, 1)
+    # A stable descending sort of the span flags lists each row's span positions first, in sequence order.
+    order = span.int().sort(dim=1, descending=True, stable=True).indices[:, :width]
+    states = last_hidden.gather(1, order.unsqueeze(-1).expand(-1, -1, last_hidden.shape[-1]))
+    padding = steps[:width].unsqueeze(0).ge(lengths.clamp(min=1).unsqueeze(1))
+    keep = (~padding & valid.unsqueeze(1)).unsqueeze(-1).to(states.dtype)
+    return states * keep, padding
 
 
 def _repeat_mm_encoder_outputs(

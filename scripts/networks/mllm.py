@@ -146,11 +146,21 @@ def find_vision_tower(model: nn.Module) -> tuple[str, nn.Module]:
     raise ValueError(f"Cannot find the vision tower of {type(model).__name__}; looked for {_VISION_TOWER_NAMES}.")
 
 
-def apply_lora(model: PreTrainedModel, seg_token_ids: list[int], settings: LoraSettings) -> PeftModel:
+def apply_lora(
+    model: PreTrainedModel, seg_token_ids: list[int], settings: LoraSettings, train_embeddings: bool = False
+) -> PeftModel:
     """Freeze the model, add LoRA to the language model's linear layers and make the ``<seg>`` rows trainable.
 
     The ``<seg>`` rows train through peft's trainable tokens (``LoraConfig.trainable_token_indices``): only
     those rows of the input embedding (and of the lm_head, tied or not) get gradients, not the whole matrix.
+
+    Args:
+        model: the image-text-to-text model.
+        seg_token_ids: ids of the segmentation token(s).
+        settings: LoRA hyper-parameters.
+        train_embeddings: train the whole input embedding and lm_head instead of the ``<seg>`` rows only, as
+            LISA does. Meant for randomly initialised language models (the tiny preset), whose frozen random
+            output layer would otherwise bound how well any LoRA update can fit the text.
     """
     model.requires_grad_(False)
     lm_name, language_model = find_language_model(model)
@@ -162,10 +172,13 @@ def apply_lora(model: PreTrainedModel, seg_token_ids: list[int], settings: LoraS
                          f"available: {linear_leaves}.")
     # A regex anchored on the language model keeps LoRA off the vision tower's layers of the same name.
     target_regex = rf"^{re.escape(lm_name)}\..*\.({'|'.join(map(re.escape, targets))})$"
-    token_targets = {_leaf_name(model, model.get_input_embeddings()): list(seg_token_ids)}
+    embedding_layers = [model.get_input_embeddings()]
     output = model.get_output_embeddings()
-    if output is not None and output.weight is not model.get_input_embeddings().weight:
-        token_targets[_leaf_name(model, output)] = list(seg_token_ids)
+    if output is not None and output.weight is not embedding_layers[0].weight:
+        embedding_layers.append(output)
+    token_targets = None
+    if not train_embeddings:
+        token_targets = {_leaf_name(model, layer): list(seg_token_ids) for layer in embedding_layers}
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
@@ -174,7 +187,12 @@ def apply_lora(model: PreTrainedModel, seg_token_ids: list[int], settings: LoraS
         trainable_token_indices=token_targets,
         bias="none",
     )
-    return get_peft_model(model, config)
+    peft_model = get_peft_model(model, config)
+    if train_embeddings:
+        # Plain parameters of the base model (not peft modules_to_save copies), so tied weights stay tied.
+        for layer in embedding_layers:
+            layer.weight.requires_grad_(True)
+    return peft_model
 
 
 def prepare_mllm(
@@ -182,6 +200,7 @@ def prepare_mllm(
     processor: ProcessorMixin,
     lora: LoraSettings | None = None,
     seg_token: str = SEG_TOKEN,
+    train_embeddings: bool = False,
 ) -> PreparedMLLM:
     """Add ``<seg>``, apply LoRA and check that the vision tower stays frozen.
 
@@ -190,11 +209,12 @@ def prepare_mllm(
         processor: its processor; the tokenizer gains ``seg_token``.
         lora: LoRA settings (default: the paper's r=64, alpha=128, dropout=0.05).
         seg_token: the segmentation token.
+        train_embeddings: train the whole input embedding and lm_head (see :func:`apply_lora`).
     """
     seg_token_id, _ = add_seg_token(model, processor, seg_token)
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-    peft_model = apply_lora(model, [seg_token_id], lora or LoraSettings())
+    peft_model = apply_lora(model, [seg_token_id], lora or LoraSettings(), train_embeddings)
     vision_name, vision = find_vision_tower(peft_model.get_base_model())
     trainable_vision = [n for n, p in vision.named_parameters() if p.requires_grad]
     if trainable_vision:

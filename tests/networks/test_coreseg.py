@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from scripts.networks.coreseg import EMPTY_MASK_LOGIT, locate_seg_tokens
+from scripts.networks import build_coreseg
+from scripts.networks.coreseg import EMPTY_MASK_LOGIT, CoreSeg, locate_seg_tokens
 from tests.conftest import ANSWER, make_batch
 
 NO_SEG = ANSWER.replace(" <seg>", "")
@@ -96,6 +97,83 @@ def test_probe_is_the_final_post_norm_state_at_the_seg_token(tiny_model):
         assert batch["input_ids"][row, position] == tiny_model.seg_token_id
         torch.testing.assert_close(out.seg_hidden_states[row], states[row, position])
         assert not torch.allclose(out.seg_hidden_states[row], states[row, position - 1])
+
+
+def _answer_probe_view(model) -> CoreSeg:
+    """The same weights, reading the whole answer instead of the <seg> token (paper Table 4)."""
+    return CoreSeg(model.mllm, model.processor, model.seg_token_id, model.adapter, model.segmenter,
+                   semantic_probe="answer").eval()
+
+
+def test_answer_probe_is_every_answer_state_up_to_seg(tiny_model):
+    model = _answer_probe_view(tiny_model)
+    short = ANSWER.replace("A round region with blurred margins differs from the lung tissue.", "Round.")
+    batch = make_batch(model, [ANSWER, short, NO_SEG])
+    captured = {}
+    norm = model.base_mllm.model.language_model.norm
+    handle = norm.register_forward_hook(lambda module, inputs, output: captured.setdefault("states", output))
+    try:
+        with torch.no_grad():
+            out = model(**batch)
+    finally:
+        handle.remove()
+    states = captured["states"]
+    answer_positions = [batch["labels"][row].ne(-100).nonzero().flatten() for row in range(2)]
+    lengths = [int((positions <= out.seg_positions[row]).sum()) for row, positions in enumerate(answer_positions)]
+    assert lengths[0] > lengths[1] > 1
+    assert out.seg_hidden_states.shape == (3, lengths[0], states.shape[-1])
+    assert out.probe_padding_mask.sum(1).tolist() == [0, lengths[0] - lengths[1], lengths[0] - 1]
+    for row in range(2):
+        expected = states[row, answer_positions[row][: lengths[row]]]
+        torch.testing.assert_close(out.seg_hidden_states[row, : lengths[row]], expected)
+        assert expected[-1].equal(states[row, out.seg_positions[row]])  # the span ends at <seg>
+        assert torch.all(out.seg_hidden_states[row, lengths[row]:] == 0)
+    # an answer without <seg> is a format failure: zero probe, empty mask, no error
+    assert not out.seg_valid[2] and torch.all(out.seg_hidden_states[2] == 0)
+    assert torch.all(out.mask_logits[2] == EMPTY_MASK_LOGIT) and torch.isfinite(out.mask_logits[:2]).all()
+
+
+def test_answer_probe_masks_do_not_depend_on_padding(tiny_model):
+    """The shorter answer's mask is what its unpadded states give: the padding is masked out."""
+    model = _answer_probe_view(tiny_model)
+    short = ANSWER.replace("A round region with blurred margins differs from the lung tissue.", "Round.")
+    batch = make_batch(model, [ANSWER, short])
+    with torch.no_grad():
+        out = model(**batch)
+        length = int((~out.probe_padding_mask[1]).sum())
+        assert length < out.seg_hidden_states.shape[1]
+        alone = model.segment(out.seg_hidden_states[1:2, :length], model.encode_sam(batch["sam_images"][1:2]))
+    torch.testing.assert_close(out.mask_logits[1:2], alone.mask_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_answer_probe_generation_reads_the_generated_answer(tiny_model):
+    model = _answer_probe_view(tiny_model)
+    batch = make_batch(model, [None, None], padding_side="left")
+    with torch.no_grad():
+        result = model.generate(**batch, max_new_tokens=6, do_sample=False)
+    assert result.seg_hidden_states.ndim == 3 and result.probe_padding_mask.shape == result.seg_hidden_states.shape[:2]
+    assert result.masks.shape[0] == 2
+
+
+def test_unknown_semantic_probe_is_rejected(tiny_model):
+    with pytest.raises(ValueError, match="semantic_probe"):
+        CoreSeg(tiny_model.mllm, tiny_model.processor, tiny_model.seg_token_id, tiny_model.adapter,
+                tiny_model.segmenter, semantic_probe="question")
+
+
+def test_train_embeddings_trains_the_whole_tied_embedding():
+    model = build_coreseg("tiny", seed=0, train_embeddings=True)
+    embedding = model.base_mllm.get_input_embeddings().weight
+    assert embedding.requires_grad and model.base_mllm.get_output_embeddings().weight is embedding
+    assert not [n for n, p in model.named_parameters() if p.requires_grad and "trainable_tokens" in n]
+    before = embedding.detach().clone()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    out = model(**make_batch(model, [ANSWER]))
+    out.text_loss.backward()
+    optimizer.step()
+    changed = (embedding.detach() - before).abs().sum(-1).gt(0)
+    # the output layer's gradient reaches every row, not only <seg> and the answer's tokens
+    assert changed[model.seg_token_id] and changed.float().mean() > 0.9
 
 
 def test_zero_and_several_seg_tokens_are_reported_not_raised(tiny_model):
