@@ -50,21 +50,22 @@ class FreezeForIterations:
     Args:
         parameters: the parameters to hold (e.g. the language model's trainable ones); taken as given, so list
             them before anything else freezes them.
-        iterations: iterations during which they stay frozen (0: never frozen).
+        iterations: iterations during which they stay frozen (0: never frozen; ``None``: the whole run, e.g. to
+            train the adapter and mask decoder on a language model trained before).
     """
 
-    def __init__(self, parameters, iterations: int) -> None:
-        if iterations < 0:
-            raise ValueError(f"iterations must be >= 0, got {iterations}.")
+    def __init__(self, parameters, iterations: int | None) -> None:
+        if iterations is not None and iterations < 0:
+            raise ValueError(f"iterations must be >= 0 or None (the whole run), got {iterations}.")
         self.parameters = list(parameters)
-        self.iterations = int(iterations)
+        self.iterations = None if iterations is None else int(iterations)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.ITERATION_STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
         # ignite counts the iteration before ITERATION_STARTED: iterations 1..N stay frozen
-        trainable = engine.state.iteration > self.iterations
+        trainable = self.iterations is not None and engine.state.iteration > self.iterations
         for parameter in self.parameters:
             parameter.requires_grad_(trainable)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import fire
@@ -38,6 +39,7 @@ from monai.data import DataLoader, Dataset
 from scripts.data.collate import CoreSegCollator, model_inputs
 from scripts.data.coordinates import ProcessorGeometry
 from scripts.data.datalist import load_datalist
+from scripts.data.sampling import ImageGroupedBatchSampler
 from scripts.data.transforms import build_transforms
 from scripts.evaluation import score_generation, summarize
 from scripts.losses import CoreSegSFTLoss
@@ -51,29 +53,18 @@ __all__ = ["prompt_sensitivity", "run"]
 GENERATE_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "sam_images")
 
 
-def prompt_sensitivity(model, sam_features: SamImageFeatures, seg_states: torch.Tensor) -> float:
+def prompt_sensitivity(
+    model, sam_features: SamImageFeatures, seg_states: torch.Tensor, padding_mask: torch.Tensor | None = None
+) -> float:
     """How much the masks depend on the ``<seg>`` prompt: mean absolute change of the mask logits when the
     batch's prompts are rotated by one sample, relative to the logits' standard deviation (0: the decoder
     ignores the question)."""
     if len(seg_states) < 2:
         return float("nan")
-    prompts = model.adapter(seg_states)
+    prompts = model.adapter(seg_states, padding_mask=padding_mask)
     logits = model.segmenter.decode(sam_features, prompts).mask_logits
     rotated = model.segmenter.decode(sam_features, prompts.roll(1, dims=0)).mask_logits
     return prompt_sensitivity_of(logits, rotated)
-
-
-class _PairDataset(torch.utils.data.Dataset):
-    """Both records of an image, transformed, as one item (MONAI's Dataset would map a list item by item)."""
-
-    def __init__(self, pairs: list[list[dict]], transform) -> None:
-        self.pairs, self.transform = pairs, transform
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, index: int) -> list[dict]:
-        return [self.transform(dict(record)) for record in self.pairs[index]]
 
 
 def run(
@@ -88,7 +79,11 @@ def run(
     sam_image_size: int = 256,
     train_sam_encoder: bool = True,
     adapter: str = "semantic",
+    semantic_probe: str = "seg",
     lora_r: int = 64,
+    train_embeddings: bool = False,
+    text_weight: float = 1.0,
+    mask_weight: float = 1.0,
     dice_batch: bool = True,
     eval_every: int = 500,
     gen_every: int = 1500,
@@ -96,6 +91,7 @@ def run(
     num_val: int = 96,
     seed: int = 0,
     init: str | None = None,
+    init_components: list[str] | None = None,
     sam_checkpoint: str | None = None,
     out: str = "runs/sft_probe.json",
     save: str | None = None,
@@ -119,7 +115,10 @@ def run(
         sam_image_size: SAM input side (and mask size).
         train_sam_encoder: train the randomly initialised SAM image encoder too.
         adapter: ``"semantic"`` or ``"linear"``.
+        semantic_probe: ``"seg"`` or ``"answer"`` (``build_coreseg``).
         lora_r: LoRA rank (alpha = 2 r); 64 is full rank for the tiny 64-d language model.
+        train_embeddings: train the language model's whole embedding and lm_head (``build_coreseg``).
+        text_weight, mask_weight: loss weights (``CoreSegSFTLoss``); ``mask_weight=0`` trains the text alone.
         dice_batch: Dice over the whole batch (``DiceCELoss(batch=True)``) rather than per image.
         eval_every: steps between teacher-forced validations.
         gen_every: steps between generation validations (0: never).
@@ -127,6 +126,8 @@ def run(
         num_val: validation records used (the first ones of the section).
         seed: seed of the model and data order.
         init: trainable weights to start from (``save_trainable_weights`` format).
+        init_components: load only these parts of ``init`` (e.g. ``["mllm"]``: a text-trained language model,
+            with the adapter and SAM as built, e.g. from ``sam_checkpoint``).
         sam_checkpoint: sam2-format checkpoint of the tiny SAM (e.g. from :mod:`scripts.pretrain_sam`).
         out: JSON log of the settings and the validation curve (rewritten at each validation).
         save: where to write the trainable weights at each validation.
@@ -138,25 +139,23 @@ def run(
     settings = dict(locals())  # the arguments, for the log
     torch.manual_seed(seed)
     model = build_coreseg("tiny", adapter=adapter, sam_image_size=sam_image_size, train_sam_encoder=train_sam_encoder,
-                          lora_r=lora_r, lora_alpha=2 * lora_r, sam_checkpoint=sam_checkpoint, seed=seed)
+                          lora_r=lora_r, lora_alpha=2 * lora_r, sam_checkpoint=sam_checkpoint, seed=seed,
+                          train_embeddings=train_embeddings, semantic_probe=semantic_probe)
     if init:
-        load_trainable_weights(model, init)
+        load_trainable_weights(model, init, components=init_components)
     geometry = ProcessorGeometry.from_processor(model.processor)
     train_records = load_datalist(datalist, "training")
     val_records = load_datalist(datalist, "validation")[:num_val]
     train_transform = build_transforms(geometry, random_text=True, seed=seed, mask_size=sam_image_size)
     collator = CoreSegCollator(model.processor, mode="train")
     if paired_batches:
-        groups_by_image: dict[str, list[dict]] = {}
-        for record in train_records:
-            groups_by_image.setdefault(str(record["image"]), []).append(record)
-        pairs = [group for group in groups_by_image.values() if len(group) == 2]
-        if not pairs or batch_size % 2:
+        counts = Counter(str(record["image"]) for record in train_records)
+        paired = [record for record in train_records if counts[str(record["image"])] == 2]
+        if not paired or batch_size % 2:
             raise ValueError("paired_batches needs an even batch_size and images asked both ways in the datalist.")
         train_loader = DataLoader(
-            _PairDataset(pairs, train_transform),
-            batch_size=batch_size // 2, shuffle=True, drop_last=len(pairs) > batch_size // 2,
-            num_workers=num_workers, collate_fn=lambda items: collator([s for pair in items for s in pair]),
+            Dataset(paired, train_transform), num_workers=num_workers, collate_fn=collator,
+            batch_sampler=ImageGroupedBatchSampler(paired, batch_size, seed=seed, drop_last=len(paired) > batch_size),
             persistent_workers=num_workers > 0,
         )
     else:
@@ -175,7 +174,8 @@ def run(
     optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in groups], total_steps=iters,
                                                    pct_start=0.05)
-    loss_function = CoreSegSFTLoss(dice_ce_kwargs={"batch": dice_batch})
+    loss_function = CoreSegSFTLoss(text_weight=text_weight, mask_weight=mask_weight,
+                                   dice_ce_kwargs={"batch": dice_batch})
     log = {"settings": settings, "curve": []}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
 
@@ -194,7 +194,8 @@ def run(
                 output = model(**inputs, sam_features=features)
                 dice += mask_dice(output.mask_logits > 0, batch["label"] > 0).tolist()
                 distracted += [bool(meta.get("num_distractors")) for meta in batch["metadata"]]
-                sensitivity.append(prompt_sensitivity(model, features, output.seg_hidden_states))
+                sensitivity.append(prompt_sensitivity(model, features, output.seg_hidden_states,
+                                                      output.probe_padding_mask))
                 masks.append(output.mask_logits > 0)
                 images += [meta.get("image_path") for meta in batch["metadata"]]
         masks = torch.cat(masks)

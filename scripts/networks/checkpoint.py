@@ -12,7 +12,7 @@ dict through ``state_dict``/``load_state_dict`` so MONAI's ``CheckpointSaver``/`
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,11 +46,19 @@ class TrainableWeights:
 
     Args:
         module: the model (e.g. :class:`scripts.networks.coreseg.CoreSeg`).
+        names: the parameters to cover (default: those that require grad now).
     """
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, names: Sequence[str] | None = None) -> None:
         self.module = module
-        self._names = [name for name, param in module.named_parameters() if param.requires_grad]
+        if names is None:
+            names = [name for name, param in module.named_parameters() if param.requires_grad]
+        self._names = list(names)
+
+    @property
+    def names(self) -> list[str]:
+        """Qualified names of the parameters the view covers."""
+        return list(self._names)
 
     def _parameters(self) -> dict[str, nn.Parameter]:
         params = dict(self.module.named_parameters())
@@ -93,11 +101,20 @@ def save_trainable_weights(module: nn.Module, path: str | Path) -> Path:
     return path
 
 
-def load_trainable_weights(module: nn.Module, path: str | Path, strict: bool = True) -> None:
+def load_trainable_weights(
+    module: nn.Module, path: str | Path, strict: bool = True, components: Sequence[str] | None = None
+) -> None:
     """Load a file written by :func:`save_trainable_weights` (or MONAI's ``CheckpointSaver``).
 
     A checkpoint saved by a handler as ``{"model": state_dict, ...}`` is accepted too: the ``"model"`` entry
     is used.
+
+    Args:
+        module: the model.
+        path: the checkpoint.
+        strict: every trainable parameter (of the chosen components) must be in the checkpoint.
+        components: top-level submodules to load, e.g. ``["mllm"]`` to take a trained language model and keep
+            the adapter and SAM as built; ``None`` loads everything.
     """
     path = Path(path)
     if not path.is_file():
@@ -107,7 +124,15 @@ def load_trainable_weights(module: nn.Module, path: str | Path, strict: bool = T
         content = content["model"]
     if not isinstance(content, Mapping) or not all(isinstance(v, torch.Tensor) for v in content.values()):
         raise ValueError(f"{path} is not a state dict of tensors (nor a dict with a 'model' state dict).")
-    TrainableWeights(module).load_state_dict(content, strict=strict)
+    weights = TrainableWeights(module)
+    if components is not None:
+        prefixes = tuple(f"{name}." for name in components)
+        known = {name.split(".", 1)[0] for name in weights.names}
+        if unknown := sorted(set(components) - known):
+            raise ValueError(f"Unknown components {unknown}; the model's trainable components are {sorted(known)}.")
+        content = {name: value for name, value in content.items() if name.startswith(prefixes)}
+        weights = TrainableWeights(module, names=[name for name in weights.names if name.startswith(prefixes)])
+    weights.load_state_dict(content, strict=strict)
 
 
 @dataclass(frozen=True)

@@ -92,3 +92,16 @@ def test_language_model_stays_frozen_for_its_warm_up_iterations_then_trains(fres
     assert all(p.requires_grad for p in llm)
     with pytest.raises(ValueError, match="iterations must be >= 0"):
         FreezeForIterations(llm, iterations=-1)
+
+
+def test_language_model_held_for_the_whole_run(fresh_tiny_model):
+    from scripts.engines import FreezeForIterations
+
+    model = fresh_tiny_model
+    llm = [p for p in model.mllm.parameters() if p.requires_grad]
+    trainer = _trainer(model, _batches(model, 3), lr=1e-2)
+    FreezeForIterations(llm, iterations=None).attach(trainer)
+    before = [p.detach().clone() for p in llm], model.adapter.proj.weight.detach().clone()
+    trainer.run()
+    assert all(torch.equal(a, b) for a, b in zip(before[0], llm))
+    assert not torch.equal(before[1], model.adapter.proj.weight)

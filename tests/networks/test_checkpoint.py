@@ -67,6 +67,25 @@ def test_handler_style_checkpoints_load_too(tmp_path):
             assert torch.equal(a, b), name
 
 
+def test_loading_chosen_components_leaves_the_others_as_built(tmp_path):
+    """Stage B of the tiny demo recipe: a text-trained language model, the adapter and SAM as built."""
+    trained = build_coreseg("tiny", seed=0)
+    _perturb_trainable(trained, seed=2)
+    path = save_trainable_weights(trained, tmp_path / "model.pt")
+    restored = build_coreseg("tiny", seed=0)
+    built = {n: p.detach().clone() for n, p in restored.named_parameters()}
+    load_trainable_weights(restored, path, components=["mllm"])
+    for (name, a), b in zip(trained.named_parameters(), restored.parameters()):
+        if not a.requires_grad:
+            continue
+        if name.startswith("mllm."):
+            assert torch.equal(a, b), name
+        else:
+            assert torch.equal(b, built[name]), name
+    with pytest.raises(ValueError, match="Unknown components"):
+        load_trainable_weights(restored, path, components=["language_model"])
+
+
 def test_a_temporary_freeze_does_not_change_what_the_view_saves_and_loads(tmp_path):
     """FreezeForIterations holds the language model for a while; checkpoints taken then must still load."""
     trained = build_coreseg("tiny", seed=0)
