@@ -83,7 +83,7 @@ def test_logging_conf_is_accepted_by_monai_workflows():
         logging_file=str(ROOT / "configs" / "logging.conf"),
         workflow_type=None,
     )
-    assert workflow.parser["preset"] == "tiny"
+    assert workflow.parser["preset"] == "demo"
 
 
 def test_bundle_layout():

@@ -22,6 +22,13 @@ def predictor(tiny_model):
     return Predictor(tiny_model, device="cpu", max_new_tokens=6)
 
 
+@pytest.fixture(scope="module")
+def bundle_network():
+    """The network the bundle's inference config builds (the demo preset), with its own random weights."""
+    missing = ROOT / "models" / "no-such-checkpoint.pt"
+    return Predictor.from_bundle(ROOT, checkpoint=missing, allow_untrained=True, device="cpu").network
+
+
 def _png(tmp_path, size=(40, 72)) -> str:
     array = np.random.default_rng(0).integers(0, 255, size=size, dtype=np.uint8)
     path = tmp_path / "scan.png"
@@ -114,8 +121,8 @@ def _inference_bundle(tmp_path, model):
             "output_dir": str(tmp_path / "predictions"), "max_new_tokens": 4, "bundle_root": str(ROOT)}
 
 
-def test_inference_config_runs_through_the_bundle_api(tiny_model, tmp_path):
-    overrides = _inference_bundle(tmp_path, tiny_model)
+def test_inference_config_runs_through_the_bundle_api(bundle_network, tmp_path):
+    overrides = _inference_bundle(tmp_path, bundle_network)
     workflow = ConfigWorkflow(config_file=str(ROOT / "configs" / "inference.json"),
                               meta_file=str(ROOT / "configs" / "metadata.json"),
                               logging_file=str(ROOT / "configs" / "logging.conf"), workflow_type="infer", **overrides)
@@ -128,8 +135,8 @@ def test_inference_config_runs_through_the_bundle_api(tiny_model, tmp_path):
     assert all(Path(entry["mask"]).is_file() and Path(entry["json"]).is_file() for entry in index)
 
 
-def test_predict_cli_prints_and_writes(tiny_model, tmp_path, capsys):
-    overrides = _inference_bundle(tmp_path, tiny_model)
+def test_predict_cli_prints_and_writes(bundle_network, tmp_path, capsys):
+    overrides = _inference_bundle(tmp_path, bundle_network)
     predict(image=_png(tmp_path), question="Where is the nodule?", output_dir=str(tmp_path / "cli"),
             checkpoint=overrides["checkpoint"], device="cpu", max_new_tokens=4)
     printed = capsys.readouterr().out

@@ -97,7 +97,9 @@ def _first_best(run_dir: Path) -> float:
 
 def test_evaluation_reads_the_trained_model_and_writes_the_report(trained, tmp_path):
     train_dir, _ = trained
+    # train_sft.json trains the tiny preset; evaluate.json describes the bundled demo model unless told otherwise.
     workflow = _workflow("evaluate.json", "infer", dataset_dir=str(train_dir / "data"), synthetic_size=SIZE,
+                         preset="tiny", sam_checkpoint=None,
                          checkpoint=str(train_dir / "models" / "model.pt"), output_dir=str(tmp_path / "eval"),
                          batch_size=2, num_workers=0, max_new_tokens=8)
     assert workflow.check_properties() == []
@@ -152,3 +154,45 @@ def test_sam_size_encoder_training_and_loss_options_flow_from_the_config(trained
     workflow.finalize()
     state = torch.load(tmp_path / "models" / "model.pt", map_location="cpu", weights_only=True)
     assert any(name.startswith("segmenter.image_encoder.") for name in state)  # the encoder was trained too
+
+
+def test_demo_recipe_text_stage_then_mask_stage_on_a_held_language_model(tmp_path):
+    """configs/train_sft_demo_text.json then configs/train_sft_demo.json, as `make demo-model` runs them."""
+    common = {"dataset_dir": str(tmp_path / "data"), "synthetic_size": SIZE, "batch_size": 2, "num_workers": 0,
+              "max_epochs": 1, "max_new_tokens": 8, "val_batch_size": 2, "val_max_records": 2}
+    text = ConfigWorkflow(config_file=[str(ROOT / "configs" / f) for f in ("train_sft.json", "train_sft_demo_text.json")],
+                          meta_file=str(ROOT / "configs" / "metadata.json"), workflow_type="train", bundle_root=str(ROOT),
+                          output_dir=str(tmp_path / "text"), **common)
+    text.initialize()
+    assert text.check_properties() == []
+    text.run()
+    # Both questions of every training image, side by side in each batch.
+    assert text.trainer.state.iteration == 2 * SIZE["training"] // 2
+    sampler = text.parser.get_parsed_content("train#sampler")
+    records = text.parser.get_parsed_content("train#dataset").data
+    assert text.parser.get_parsed_content("train#dataloader").batch_sampler is sampler
+    assert all(len({records[i]["image"] for i in batch}) == 1 for batch in sampler)
+    text_network = text.parser.get_parsed_content("network")
+    assert text_network.semantic_probe == "answer" and text_network.segmenter.image_size == 256
+    text_state = {n: p.detach().clone() for n, p in text_network.named_parameters() if p.requires_grad}
+    text.finalize()
+    assert not (tmp_path / "models").exists()  # the text stage keeps its best model to itself
+
+    mask = ConfigWorkflow(config_file=[str(ROOT / "configs" / f) for f in ("train_sft.json", "train_sft_demo.json")],
+                          meta_file=str(ROOT / "configs" / "metadata.json"), workflow_type="train", bundle_root=str(ROOT),
+                          output_dir=str(tmp_path / "mask"), ckpt_dir=str(tmp_path / "models"),
+                          init_checkpoint=str(tmp_path / "text" / "checkpoints" / "checkpoint_final.pt"), **common)
+    mask.initialize()
+    assert mask.check_properties() == []
+    network = mask.parser.get_parsed_content("network")
+    built = {n: p.detach().clone() for n, p in network.named_parameters()}
+    mask.run()
+    mask.finalize()
+    for name, value in text_state.items():
+        if name.startswith("mllm."):  # the text stage's language model, held through the mask stage
+            assert torch.equal(built[name], value) and torch.equal(network.get_parameter(name), value), name
+    assert not torch.equal(built["adapter.proj.weight"], network.adapter.proj.weight)
+    # The SAM part started from the bundled box-pretrained tiny SAM, not from the text stage's random one.
+    decoder_name = next(n for n in text_state if n.startswith("segmenter.mask_decoder."))
+    assert not torch.equal(built[decoder_name], text_state[decoder_name])
+    assert (tmp_path / "models" / "model.pt").is_file()

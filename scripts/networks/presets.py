@@ -10,9 +10,13 @@
 ``tiny``
     A random-init small Qwen2.5-VL, an offline byte-level tokenizer and a small SAM2 (same 512x512 geometry and
     256-d prompts as MedSAM2), LoRA r=8, alpha=16. Built offline and deterministically from ``seed`` in a few
-    seconds on a CPU, for tests, CI and the demo.
+    seconds on a CPU, for tests and CI.
+``demo``
+    The tiny architecture as the bundled synthetic-data demo model is trained (``configs/train_sft_demo*.json``,
+    ``docs/sft_learning.md``): LoRA r=64/alpha=128 (full rank for the 64-d model), whole embedding and lm_head
+    trained (they are random), the whole-answer semantic probe, SAM at 256 pixels with its encoder trained.
 
-Both presets build the same classes through the same functions: only where the weights come from differs.
+All presets build the same classes through the same functions: only where the weights come from differs.
 """
 
 from __future__ import annotations
@@ -50,6 +54,10 @@ PRESETS: dict[str, dict] = {
         "architecture": "qwen2.5-vl-3b",
         "sam_hydra_overrides": MEDSAM2_HYDRA_OVERRIDES,
         "lora": LoraSettings(r=64, alpha=128, dropout=0.05),
+        "train_embeddings": False,
+        "semantic_probe": "seg",
+        "sam_image_size": None,
+        "train_sam_encoder": False,
         "dtype": "bfloat16",
         "min_pixels": 3136,
         "max_pixels": 12845056,
@@ -58,10 +66,22 @@ PRESETS: dict[str, dict] = {
         "architecture": "tiny",
         "sam_hydra_overrides": TINY_SAM2_HYDRA_OVERRIDES,
         "lora": LoraSettings(r=8, alpha=16, dropout=0.05),
+        "train_embeddings": False,
+        "semantic_probe": "seg",
+        "sam_image_size": None,
+        "train_sam_encoder": False,
         "dtype": "float32",
         "min_pixels": 4 * 28 * 28,
         "max_pixels": 224 * 224,
     },
+}
+PRESETS["demo"] = {
+    **PRESETS["tiny"],
+    "lora": LoraSettings(r=64, alpha=128, dropout=0.05),
+    "train_embeddings": True,
+    "semantic_probe": "answer",
+    "sam_image_size": 256,
+    "train_sam_encoder": True,
 }
 
 
@@ -107,10 +127,12 @@ def build_coreseg(
     sam_checkpoint: str | Path | None = None,
     adapter: str = "semantic",
     adapter_kwargs: dict | None = None,
+    semantic_probe: str | None = None,
     lora_r: int | None = None,
     lora_alpha: int | None = None,
     lora_dropout: float | None = None,
     lora_target_modules: Sequence[str] | None = None,
+    train_embeddings: bool | None = None,
     dtype: str | torch.dtype | None = None,
     attn_implementation: str | None = None,
     sam_hydra_overrides: Sequence[str] | None = None,
@@ -118,21 +140,28 @@ def build_coreseg(
     max_pixels: int | None = None,
     random_weights: bool = False,
     allow_download: bool = False,
-    train_sam_encoder: bool = False,
+    train_sam_encoder: bool | None = None,
     sam_image_size: int | None = None,
     seed: int = 0,
 ) -> CoreSeg:
     """Build a :class:`~scripts.networks.coreseg.CoreSeg` from a preset.
 
     Args:
-        preset: ``"full"`` or ``"tiny"`` (see the module docstring); the other arguments override its values.
+        preset: ``"full"``, ``"tiny"`` or ``"demo"`` (see the module docstring); the other arguments override its
+            values (``None``: the preset's).
         mllm_path: directory of an image-text-to-text model written by ``save_pretrained``. Required for
             ``full`` unless ``random_weights``; optional for ``tiny`` (random init when omitted).
         sam_checkpoint: sam2-format checkpoint (``{"model": state_dict}``, e.g. ``MedSAM2_latest.pt``).
             Required for ``full`` unless ``random_weights``.
         adapter: ``"semantic"`` (Semantic-Guided Prompt Adapter) or ``"linear"`` (Table 2 ablation).
         adapter_kwargs: options of the adapter (``num_blocks``, ``mlp_ratio``, ``attn_dim``, ``num_heads``, ...).
+        semantic_probe: what the adapter reads: ``"seg"``, the ``<seg>`` token's final state (the paper's choice),
+            or ``"answer"``, the states of the whole answer up to ``<seg>`` (the paper's Table 4 alternative).
+            Default: the preset's.
         lora_r, lora_alpha, lora_dropout, lora_target_modules: LoRA settings.
+        train_embeddings: train the language model's whole input embedding and lm_head rather than only the
+            ``<seg>`` rows (LISA's choice; useful for the randomly initialised tiny language model, whose frozen
+            random output layer limits how well it can learn the answers). Default: the preset's (off).
         dtype: MLLM parameter dtype (``"bfloat16"`` for ``full``, ``"float32"`` for ``tiny``). The adapter and
             SAM stay in float32 (use autocast for mixed precision).
         attn_implementation: transformers attention backend for a loaded MLLM.
@@ -143,7 +172,7 @@ def build_coreseg(
         allow_download: let a missing ``mllm_path``/``sam_checkpoint`` be fetched from the Hugging Face hub
             (``Qwen/Qwen2.5-VL-3B-Instruct``, ``wanglab/MedSAM2``). Off by default.
         train_sam_encoder: train the SAM image encoder too (off: the paper freezes MedSAM2's pretrained encoder;
-            a randomly initialised tiny encoder trained from scratch needs it).
+            a randomly initialised tiny encoder trained from scratch needs it). Default: the preset's.
         sam_image_size: side of SAM's input and of the masks (default: the preset's, 512 as in MedSAM2). Set
             the data pipeline's ``mask_size`` to the same value (``network.segmenter.image_size``).
         seed: seed of every random initialisation (base weights, LoRA, adapter), for reproducible builds.
@@ -179,10 +208,12 @@ def build_coreseg(
                 min_pixels=min_pixels or settings["min_pixels"], max_pixels=max_pixels or settings["max_pixels"],
                 seed=seed,
             )
-        prepared = prepare_mllm(model, processor, lora)
+        train_embeddings = settings["train_embeddings"] if train_embeddings is None else train_embeddings
+        prepared = prepare_mllm(model, processor, lora, train_embeddings=train_embeddings)
         if sam_checkpoint is None and needs_files:
             sam_checkpoint = _download_sam_checkpoint()
         segmenter = build_segmenter(preset, sam_checkpoint, train_sam_encoder, sam_image_size, sam_hydra_overrides)
+        semantic_probe = semantic_probe or settings["semantic_probe"]
         hidden_size = model.config.get_text_config().hidden_size
         prompt_adapter = build_prompt_adapter(adapter, hidden_size, segmenter.prompt_dim, **(adapter_kwargs or {}))
     return CoreSeg(
@@ -191,27 +222,30 @@ def build_coreseg(
         seg_token_id=prepared.seg_token_id,
         adapter=prompt_adapter,
         segmenter=segmenter,
+        semantic_probe=semantic_probe,
     )
 
 
 def build_segmenter(
     preset: str = "tiny",
     sam_checkpoint: str | Path | None = None,
-    train_sam_encoder: bool = False,
+    train_sam_encoder: bool | None = None,
     sam_image_size: int | None = None,
     sam_hydra_overrides: Sequence[str] | None = None,
 ) -> MedSAM2Segmenter:
     """The SAM2 part of a preset alone (what :func:`build_coreseg` puts in ``CoreSeg.segmenter``).
 
     Args:
-        preset: ``"full"`` or ``"tiny"``; gives the SAM2 architecture.
+        preset: a preset name; gives the SAM2 architecture and the defaults of the other arguments.
         sam_checkpoint, train_sam_encoder, sam_image_size, sam_hydra_overrides: as in :func:`build_coreseg`.
             Random weights when ``sam_checkpoint`` is ``None`` (seed them with ``torch.manual_seed``).
     """
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; expected one of {sorted(PRESETS)}.")
-    overrides = (tuple(sam_hydra_overrides) if sam_hydra_overrides is not None
-                 else PRESETS[preset]["sam_hydra_overrides"])
+    settings = PRESETS[preset]
+    overrides = tuple(sam_hydra_overrides) if sam_hydra_overrides is not None else settings["sam_hydra_overrides"]
+    sam_image_size = settings["sam_image_size"] if sam_image_size is None else sam_image_size
+    train_sam_encoder = settings["train_sam_encoder"] if train_sam_encoder is None else train_sam_encoder
     if sam_image_size is not None:
         sized = sam2_image_size_overrides(sam_image_size)
         keys = {override.split("=", 1)[0] for override in sized}
