@@ -10,8 +10,8 @@ prompt (``docs/sft_learning.md``). The groups come from MONAI's :func:`monai.opt
 
 from __future__ import annotations
 
-from torch import nn
 from monai.optimizers import generate_param_groups
+from torch import nn
 
 __all__ = ["coreseg_parameter_groups"]
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 
 import fire
 import numpy as np

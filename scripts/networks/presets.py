@@ -12,9 +12,10 @@
     256-d prompts as MedSAM2), LoRA r=8, alpha=16. Built offline and deterministically from ``seed`` in a few
     seconds on a CPU, for tests and CI.
 ``demo``
-    The tiny architecture as the bundled synthetic-data demo model is trained (``configs/train_sft_demo*.json``,
-    ``docs/sft_learning.md``): LoRA r=64/alpha=128 (full rank for the 64-d model), whole embedding and lm_head
-    trained (they are random), the whole-answer semantic probe, SAM at 256 pixels with its encoder trained.
+    The bundled synthetic-data demo model (``configs/train_sft_demo*.json``, ``docs/sft_learning.md``): the tiny
+    SAM2 at 256 pixels with its encoder trained, a random-init Qwen2.5-VL of 128 dimensions and 4 layers (the tiny
+    one's 64 and 2 cannot learn to write the answers) with LoRA r=128/alpha=256 (full rank) and its whole
+    embedding and lm_head trained (they are random), and the whole-answer semantic probe.
 
 All presets build the same classes through the same functions: only where the weights come from differs.
 """
@@ -77,7 +78,8 @@ PRESETS: dict[str, dict] = {
 }
 PRESETS["demo"] = {
     **PRESETS["tiny"],
-    "lora": LoraSettings(r=64, alpha=128, dropout=0.05),
+    "architecture": "small",
+    "lora": LoraSettings(r=128, alpha=256, dropout=0.05),
     "train_embeddings": True,
     "semantic_probe": "answer",
     "sam_image_size": 256,
@@ -98,15 +100,21 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 def build_base_mllm(architecture: str, dtype: torch.dtype, min_pixels: int, max_pixels: int, seed: int = 0):
-    """Random-init MLLM and offline processor for an architecture name (``"tiny"`` or ``"qwen2.5-vl-3b"``)."""
+    """Random-init MLLM and offline processor for an architecture name (``"tiny"``, ``"small"``, ``"qwen2.5-vl-3b"``).
+
+    ``small`` is the tiny configuration at 128 dimensions and 4 layers, with the usual initialisation: the demo
+    trains its embeddings, so they need no enlarged init, and a 64-d, 2-layer model cannot write the answers.
+    """
     tokenizer = build_offline_tokenizer()
     processor = build_offline_processor(tokenizer, min_pixels=min_pixels, max_pixels=max_pixels)
     if architecture == "tiny":
         config = tiny_qwen2_5_vl_config(vocab_size=len(tokenizer))
+    elif architecture == "small":
+        config = tiny_qwen2_5_vl_config(vocab_size=len(tokenizer), hidden_size=128, num_layers=4)
     elif architecture == "qwen2.5-vl-3b":
         config = qwen2_5_vl_3b_config()
     else:
-        raise ValueError(f"Unknown MLLM architecture {architecture!r}; expected 'tiny' or 'qwen2.5-vl-3b'.")
+        raise ValueError(f"Unknown MLLM architecture {architecture!r}; expected 'tiny', 'small' or 'qwen2.5-vl-3b'.")
     bind_special_token_ids(config, tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

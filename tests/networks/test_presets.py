@@ -130,3 +130,15 @@ def test_sam_image_size_sets_the_mask_geometry_and_keeps_parameter_shapes():
         assert small(**batch).mask_logits.shape == (1, 1, 256, 256)
     with pytest.raises(ValueError, match="multiple of 32"):
         build_coreseg("tiny", sam_image_size=200)
+
+
+def test_demo_preset_is_the_recipe_of_the_bundled_demo_model():
+    demo = build_coreseg("demo", seed=0)
+    text_config = demo.base_mllm.config.get_text_config()
+    assert (text_config.hidden_size, text_config.num_hidden_layers) == (128, 4)
+    assert demo.semantic_probe == "answer" and demo.segmenter.image_size == 256
+    assert demo.base_mllm.get_input_embeddings().weight.requires_grad
+    assert all(p.requires_grad for p in demo.segmenter.image_encoder.parameters() if p.ndim > 1)
+    # Any preset value can still be overridden.
+    overridden = build_coreseg("demo", seed=0, semantic_probe="seg", sam_image_size=512)
+    assert overridden.semantic_probe == "seg" and overridden.segmenter.image_size == 512
