@@ -58,13 +58,17 @@ def demo(
     config_file: str = str(BUNDLE_ROOT / "configs" / "network.json"),
     max_new_tokens: int = 48,
     seed: int = 0,
+    preset: str = "tiny",
 ) -> None:
     """Run the network of the bundle config on a generated phantom and write its outputs.
+
+    The network is built untrained from ``preset`` (random weights, no checkpoint); the bundled demo model runs
+    through ``configs/inference.json`` instead (``make demo``).
 
     This is a smoke run of the *untrained* tiny preset: it shows the whole path (processor, generation with the
     KV cache, ``<seg>`` probe, adapter, MedSAM2 decoder) working end to end, not a meaningful answer.
     """
-    network = _build_network(config_file, {"seed": seed})
+    network = _build_network(config_file, {"seed": seed, "preset": preset, "sam_checkpoint": None})
     network.eval()
     processor = network.processor
     image = phantom_image(seed=seed)

@@ -80,18 +80,23 @@ def test_only_the_seg_row_of_the_embedding_changes_after_a_step(fresh_tiny_model
     assert changed == [model.seg_token_id]
 
 
-def test_probe_is_the_final_post_norm_state_at_the_seg_token(tiny_model):
-    """The convention: final layer, after the last norm, AT the <seg> position (not the one before)."""
-    batch = make_batch(tiny_model, [ANSWER, ANSWER])
+def _forward_with_final_states(model, batch):
+    """The model's output and the language model's final post-norm states of the same pass."""
     captured = {}
-    norm = tiny_model.base_mllm.model.language_model.norm
+    norm = model.base_mllm.model.language_model.norm
     handle = norm.register_forward_hook(lambda module, inputs, output: captured.setdefault("states", output))
     try:
         with torch.no_grad():
-            out = tiny_model(**batch)
+            out = model(**batch)
     finally:
         handle.remove()
-    states = captured["states"]
+    return out, captured["states"]
+
+
+def test_probe_is_the_final_post_norm_state_at_the_seg_token(tiny_model):
+    """The convention: final layer, after the last norm, AT the <seg> position (not the one before)."""
+    batch = make_batch(tiny_model, [ANSWER, ANSWER])
+    out, states = _forward_with_final_states(tiny_model, batch)
     for row in range(2):
         position = int(out.seg_positions[row])
         assert batch["input_ids"][row, position] == tiny_model.seg_token_id
@@ -109,15 +114,7 @@ def test_answer_probe_is_every_answer_state_up_to_seg(tiny_model):
     model = _answer_probe_view(tiny_model)
     short = ANSWER.replace("A round region with blurred margins differs from the lung tissue.", "Round.")
     batch = make_batch(model, [ANSWER, short, NO_SEG])
-    captured = {}
-    norm = model.base_mllm.model.language_model.norm
-    handle = norm.register_forward_hook(lambda module, inputs, output: captured.setdefault("states", output))
-    try:
-        with torch.no_grad():
-            out = model(**batch)
-    finally:
-        handle.remove()
-    states = captured["states"]
+    out, states = _forward_with_final_states(model, batch)
     answer_positions = [batch["labels"][row].ne(-100).nonzero().flatten() for row in range(2)]
     lengths = [int((positions <= out.seg_positions[row]).sum()) for row, positions in enumerate(answer_positions)]
     assert lengths[0] > lengths[1] > 1
