@@ -33,7 +33,11 @@ TABLE1_ANATOMY_LABELS = {"head": "Head", "abdomen": "Abd.", "lung": "Lung", "eye
 
 @dataclass
 class SampleScore:
-    """Scores and context of one evaluated sample (one row of the per-sample CSV)."""
+    """Scores and context of one evaluated sample (one row of the per-sample CSV).
+
+    ``names_asked_finding`` says whether the answer names the finding the question asked about (``disease``),
+    whatever its format; ``None`` when the record does not say which finding was asked.
+    """
 
     image: str
     question: str
@@ -48,6 +52,7 @@ class SampleScore:
     format_error: str
     seg_count: int
     says_no_lesion: bool
+    names_asked_finding: bool | None
     gt_pixels: int
     pred_pixels: int
     num_gt_boxes: int
@@ -96,6 +101,7 @@ def score_generation(
             format_error=parsed.error,
             seg_count=parsed.seg_count,
             says_no_lesion=parsed.no_lesion,
+            names_asked_finding=_names_finding(parsed.lesion, meta.get("disease")),
             gt_pixels=int((gt_masks[index] > 0).sum()),
             pred_pixels=int((pred_masks[index] > 0).sum()),
             num_gt_boxes=len(gt_boxes),
@@ -104,6 +110,12 @@ def score_generation(
             completion=completion,
         ))
     return scores
+
+
+def _names_finding(lesion: str | None, disease: object) -> bool | None:
+    if not disease:
+        return None
+    return bool(lesion) and " ".join(str(lesion).lower().split()) == " ".join(str(disease).lower().split())
 
 
 def _mean(values: Iterable[float]) -> float | None:
@@ -125,6 +137,8 @@ def summarize(scores: Sequence[SampleScore]) -> dict:
         "failure_rate": _mean(float(s.failure) for s in scores),
         "format_valid_rate": _mean(float(s.format_valid) for s in scores),
         "box_mIoU": _mean(s.box_miou for s in scores),
+        # how often the answer names the finding asked about (a model must copy it from the question)
+        "finding_match_rate": _mean(float(s.names_asked_finding) for s in scores if s.names_asked_finding is not None),
         "dice_by_anatomy": {a: _mean(s.dice for s in scores if s.anatomy == a) for a in ANATOMIES},
         "dice_by_modality": {m: _mean(s.dice for s in scores if s.modality == m) for m in MODALITIES},
         "samples_by_anatomy": {a: sum(s.anatomy == a for s in scores) for a in ANATOMIES},
@@ -190,7 +204,8 @@ class EvaluationReport:
             "|" + "---|" * (len(MODALITIES) + 1),
             f"| {self.method_name} | " + " | ".join(_pct(summary["dice_by_modality"][m]) for m in MODALITIES) + " |",
             "",
-            f"Box mIoU: {_pct(summary['box_mIoU'])} %. Valid answer format: {_pct(summary['format_valid_rate'])} %.",
+            f"Box mIoU: {_pct(summary['box_mIoU'])} %. Valid answer format: {_pct(summary['format_valid_rate'])} %. "
+            f"Answers naming the asked finding: {_pct(summary['finding_match_rate'])} %.",
         ]
         if "dice_with_distractors" in summary:
             lines.append(f"Dice with distractors: {_pct(summary['dice_with_distractors'])} %; without: "

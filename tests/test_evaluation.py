@@ -61,6 +61,20 @@ def test_hand_made_cases(scores):
     assert invalid.failure and not invalid.format_valid and invalid.format_error and invalid.dice == 0.0
     hallucinated = by_name["hallucinated"]
     assert (hallucinated.dice, hallucinated.failure, hallucinated.box_miou) == (0.0, True, 0.0)
+    assert perfect.names_asked_finding and empty.names_asked_finding and not invalid.names_asked_finding
+
+
+def test_answers_naming_another_finding_are_counted():
+    other = _completion([[10, 5, 20, 15]]).replace("lung nodule", "Lung  Nodule")
+    wrong = _completion([[10, 5, 20, 15]]).replace("lung nodule", "pleural effusion")
+    malformed = wrong.replace("[10,5,20,15]", "[20,5,10,15]")  # names a finding even with a bad box
+    metadata = [dict(META, boxes=[]), dict(META, boxes=[]), dict(META, boxes=[]), {k: v for k, v in META.items()
+                                                                                  if k != "disease"}]
+    masks = torch.stack([_mask()] * 4)
+    scores = score_generation([other, wrong, malformed, wrong], masks, masks, metadata)
+    assert [s.names_asked_finding for s in scores] == [True, False, False, None]
+    assert not scores[2].format_valid
+    assert summarize(scores)["finding_match_rate"] == pytest.approx(1 / 3)
 
 
 def test_scores_agree_with_monai_metrics(scores):

@@ -18,7 +18,7 @@ from scripts.networks.medsam2 import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 __all__ = ["TRAINING_STATS", "EvaluationReportHandler", "FreezeForIterations", "PredictionWriter", "training_stats"]
 
 #: Summary entries copied into ``engine.state.metrics`` (names as logged).
-REPORTED_METRICS = ("mDice", "mIoU", "failure_rate", "format_valid_rate", "box_mIoU")
+REPORTED_METRICS = ("mDice", "mIoU", "failure_rate", "format_valid_rate", "box_mIoU", "finding_match_rate")
 
 
 #: Scalars of a training iteration's output logged by :func:`training_stats`.
@@ -73,7 +73,8 @@ class FreezeForIterations:
 class EvaluationReportHandler:
     """Collects the per-sample scores of :class:`scripts.engines.evaluator.CoreSegEvaluator` over an epoch.
 
-    At the end of the epoch it puts ``mDice``, ``mIoU``, ``failure_rate``, ``format_valid_rate`` and ``box_mIoU``
+    At the end of the epoch it puts ``mDice``, ``mIoU``, ``failure_rate``, ``format_valid_rate``, ``box_mIoU`` and
+    ``finding_match_rate`` (when the records name their finding)
     into ``engine.state.metrics`` (so StatsHandler, TensorBoard and MLflow log them) and, with ``output_dir``,
     writes the report of :class:`scripts.evaluation.EvaluationReport` with overlays of the best and worst cases.
 
@@ -151,9 +152,10 @@ class EvaluationReportHandler:
             self.logger.info(f"Evaluation report written to {self.output_dir}")
         else:
             summary = summarize(self.scores)
-        for name in REPORTED_METRICS:
+        reported = [name for name in REPORTED_METRICS if summary.get(name) is not None]  # None: nothing to count
+        for name in reported:
             engine.state.metrics[name] = summary[name]
-        parts = ", ".join(f"{name}: {summary[name]:.4f}" for name in REPORTED_METRICS)
+        parts = ", ".join(f"{name}: {summary[name]:.4f}" for name in reported)
         self.logger.info(f"{summary['samples']} samples, {parts}")
         engine.state.metric_details["evaluation_summary"] = summary
         engine.state.metric_details["evaluation_scores"] = list(self.scores)

@@ -48,7 +48,7 @@ from scripts.networks import TrainableWeights, build_coreseg, load_trainable_wei
 from scripts.networks.medsam2 import SamImageFeatures
 from scripts.optimization import coreseg_parameter_groups
 
-__all__ = ["prompt_sensitivity", "run"]
+__all__ = ["prompt_sensitivity", "teacher_forced_scores", "run"]
 
 GENERATE_INPUTS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "sam_images")
 
@@ -65,6 +65,39 @@ def prompt_sensitivity(
     logits = model.segmenter.decode(sam_features, prompts).mask_logits
     rotated = model.segmenter.decode(sam_features, prompts.roll(1, dims=0)).mask_logits
     return prompt_sensitivity_of(logits, rotated)
+
+
+def _split_by_distractors(values: list[float], distracted: list[bool]) -> dict[str, float]:
+    values, distracted = np.asarray(values), np.asarray(distracted)
+    return {"dice": float(values.mean()), "with_distractors": float(values[distracted].mean()),
+            "without_distractors": float(values[~distracted].mean())}
+
+
+def teacher_forced_scores(model, loader) -> dict[str, float]:
+    """Teacher-forced Dice of ``model`` over a ``mode="train"`` loader, overall and by distractor presence, with the
+    prompt sensitivity and the share of images whose two questions (consecutive records) get the same mask."""
+    dice, distracted, sensitivity, masks, images = [], [], [], [], []
+    with torch.no_grad():
+        for batch in loader:
+            inputs = model_inputs(batch)
+            # Encode the images once: the forward pass and the prompt-swapped decodes share the features.
+            features = model.encode_sam(inputs.pop("sam_images"))
+            output = model(**inputs, sam_features=features)
+            dice += mask_dice(output.mask_logits > 0, batch["label"] > 0).tolist()
+            distracted += [bool(meta.get("num_distractors")) for meta in batch["metadata"]]
+            sensitivity.append(prompt_sensitivity(model, features, output.seg_hidden_states,
+                                                  output.probe_padding_mask))
+            masks.append(output.mask_logits > 0)
+            images += [meta.get("image_path") for meta in batch["metadata"]]
+    masks = torch.cat(masks)
+    # Validation and test images are asked both ways in a row: a model that reads the question gives two masks.
+    pairs = [(i, i + 1) for i in range(len(images) - 1) if images[i] == images[i + 1]]
+    identical = [bool(torch.equal(masks[i], masks[j])) for i, j in pairs if masks[i].any() or masks[j].any()]
+    return _split_by_distractors(dice, distracted) | {
+        "records": len(dice),
+        "prompt_sensitivity": float(np.nanmean(sensitivity)),
+        "identical_paired_masks": float(np.mean(identical)) if identical else float("nan"),
+    }
 
 
 def run(
@@ -179,33 +212,8 @@ def run(
     log = {"settings": settings, "curve": []}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
 
-    def split_by_distractors(values: list[float], distracted: list[bool]) -> dict[str, float]:
-        values, distracted = np.asarray(values), np.asarray(distracted)
-        return {"dice": float(values.mean()), "with_distractors": float(values[distracted].mean()),
-                "without_distractors": float(values[~distracted].mean())}
-
     def teacher_forced() -> dict[str, float]:
-        dice, distracted, sensitivity, masks, images = [], [], [], [], []
-        with torch.no_grad():
-            for batch in forced_loader:
-                inputs = model_inputs(batch)
-                # Encode the images once: the forward pass and the prompt-swapped decodes share the features.
-                features = model.encode_sam(inputs.pop("sam_images"))
-                output = model(**inputs, sam_features=features)
-                dice += mask_dice(output.mask_logits > 0, batch["label"] > 0).tolist()
-                distracted += [bool(meta.get("num_distractors")) for meta in batch["metadata"]]
-                sensitivity.append(prompt_sensitivity(model, features, output.seg_hidden_states,
-                                                      output.probe_padding_mask))
-                masks.append(output.mask_logits > 0)
-                images += [meta.get("image_path") for meta in batch["metadata"]]
-        masks = torch.cat(masks)
-        # Validation images are asked both ways in a row: a model that reads the question gives two masks.
-        pairs = [(i, i + 1) for i in range(len(images) - 1) if images[i] == images[i + 1]]
-        identical = [bool(torch.equal(masks[i], masks[j])) for i, j in pairs if masks[i].any() or masks[j].any()]
-        return split_by_distractors(dice, distracted) | {
-            "prompt_sensitivity": float(np.mean(sensitivity)),
-            "identical_paired_masks": float(np.mean(identical)) if identical else float("nan"),
-        }
+        return teacher_forced_scores(model, forced_loader)
 
     def generated() -> dict[str, object]:
         scores = []
