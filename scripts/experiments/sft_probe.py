@@ -44,7 +44,7 @@ from scripts.data.transforms import build_transforms
 from scripts.evaluation import score_generation, summarize
 from scripts.losses import CoreSegSFTLoss
 from scripts.metrics import mask_dice, prompt_sensitivity_of
-from scripts.networks import TrainableWeights, build_coreseg, load_trainable_weights
+from scripts.networks import TrainableWeights, build_coreseg, load_trainable_weights, save_trainable_weights
 from scripts.networks.medsam2 import SamImageFeatures
 from scripts.optimization import coreseg_parameter_groups
 
@@ -254,8 +254,7 @@ def run(
                 print(json.dumps(entry), flush=True)
                 Path(out).write_text(json.dumps(log, indent=1) + "\n")
                 if save:
-                    Path(save).parent.mkdir(parents=True, exist_ok=True)
-                    torch.save(trainable_weights.state_dict(), save)
+                    save_trainable_weights(trainable_weights, save)
             if step >= iters:
                 break
     return log

@@ -32,9 +32,7 @@ __all__ = [
 
 def trainable_state_dict(module: nn.Module) -> OrderedDict[str, torch.Tensor]:
     """``{name: tensor}`` of the parameters that require grad, detached and on the CPU."""
-    return OrderedDict(
-        (name, param.detach().cpu().clone()) for name, param in module.named_parameters() if param.requires_grad
-    )
+    return TrainableWeights(module).state_dict()
 
 
 class TrainableWeights:
@@ -93,11 +91,16 @@ class TrainableWeights:
                 params[name].copy_(value)
 
 
-def save_trainable_weights(module: nn.Module, path: str | Path) -> Path:
-    """Save the trainable parameters of ``module`` as a plain state dict at ``path``."""
+def save_trainable_weights(module: nn.Module | TrainableWeights, path: str | Path) -> Path:
+    """Save the trainable parameters of ``module`` as a plain state dict at ``path``.
+
+    Pass a :class:`TrainableWeights` view to save the parameter set it was made with (e.g. while
+    :class:`scripts.engines.FreezeForIterations` holds some of them).
+    """
+    weights = module if isinstance(module, TrainableWeights) else TrainableWeights(module)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(trainable_state_dict(module), path)
+    torch.save(weights.state_dict(), path)
     return path
 
 
