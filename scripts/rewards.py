@@ -9,11 +9,16 @@
 * :func:`mask_reward`: Dice of the binary masks; below ``threshold`` the GIoU of the masks' bounding boxes (a
   signal even without overlap), else ``1 + lam * Dice``. Both empty: ``1 + lam``; exactly one empty: -1.0.
 
+:func:`score_rollouts` scores a batch of GRPO completions with all three and their weighted total.
+
 No reward swallows errors: malformed *model output* is scored (it is what the reward is for), malformed *inputs
 from the pipeline* (wrong shapes) raise.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,7 +27,13 @@ from monai.data.box_utils import box_giou
 from scripts.data.prompts import parse_completion
 from scripts.metrics import mask_dice, match_boxes
 
-__all__ = ["format_reward", "bbox_reward", "mask_reward", "mask_bounding_box", "RewardWeights"]
+__all__ = [
+    "REWARD_NAMES", "RewardWeights", "RolloutRewards", "bbox_reward", "format_reward", "mask_bounding_box",
+    "mask_reward", "score_rollouts",
+]
+
+#: The rewards of :func:`score_rollouts`, in the column order of ``RolloutRewards.per_reward``.
+REWARD_NAMES = ("format", "bbox", "mask")
 
 
 def format_reward(completion: str) -> float:
@@ -111,3 +122,76 @@ class RewardWeights:
 
     def as_dict(self) -> dict[str, float]:
         return {"format": self.format, "bbox": self.bbox, "mask": self.mask}
+
+
+@dataclass
+class RolloutRewards:
+    """Rewards of a batch of completions.
+
+    Attributes:
+        per_reward: ``(N, 3)`` float64, the columns of :data:`REWARD_NAMES` (unweighted).
+        total: ``(N,)`` the weighted sum.
+        format_valid: ``(N,)`` bool, the completions that parse.
+    """
+
+    per_reward: np.ndarray
+    total: np.ndarray
+    format_valid: np.ndarray
+
+    def means(self) -> dict[str, float]:
+        """Mean of each reward and of the total, keyed ``reward_<name>`` and ``reward``."""
+        means = {f"reward_{name}": float(self.per_reward[:, k].mean()) for k, name in enumerate(REWARD_NAMES)}
+        return {**means, "reward": float(self.total.mean())}
+
+
+def score_rollouts(
+    completions: Sequence[str],
+    seg_valid: Sequence[bool] | np.ndarray | torch.Tensor,
+    pred_masks: torch.Tensor | np.ndarray,
+    gt_masks: torch.Tensor | np.ndarray,
+    gt_boxes: Sequence[Sequence[Sequence[float]]],
+    weights: RewardWeights | Mapping[str, float] | None = None,
+    mask_threshold: float = 0.05,
+    mask_lam: float = 2.0,
+) -> RolloutRewards:
+    """Score GRPO completions with :func:`format_reward`, :func:`bbox_reward` and :func:`mask_reward`.
+
+    Two rules keep a malformed answer from scoring well (it is a failure, never a reward hack):
+
+    * the box reward of a completion that does not parse is 0, even when the image has no lesion;
+    * a completion without exactly one ``<seg>`` has no mask: its mask reward is -1 (the lowest), even when the
+      ground truth is empty.
+
+    Args:
+        completions: decoded completions (``N``).
+        seg_valid: ``(N,)`` completions whose answer holds exactly one ``<seg>`` (``CoreSegOutput.seg_valid``).
+        pred_masks: ``(N, 1, S, S)`` or ``(N, S, S)`` predicted binary masks.
+        gt_masks: ground-truth masks of the same shape, repeated per completion.
+        gt_boxes: ``N`` lists of ground-truth boxes in the space the model writes boxes in (the MLLM input).
+        weights: the reward weights (default: all 1).
+        mask_threshold, mask_lam: :func:`mask_reward`'s ``threshold`` and ``lam``.
+    """
+    weights = weights if isinstance(weights, RewardWeights) else RewardWeights(**dict(weights or {}))
+    pred = np.asarray(pred_masks.detach().cpu() if isinstance(pred_masks, torch.Tensor) else pred_masks)
+    gt = np.asarray(gt_masks.detach().cpu() if isinstance(gt_masks, torch.Tensor) else gt_masks)
+    valid_seg = np.asarray(seg_valid.detach().cpu() if isinstance(seg_valid, torch.Tensor) else seg_valid, dtype=bool)
+    count = len(completions)
+    if not count == len(pred) == len(gt) == len(valid_seg) == len(gt_boxes):
+        raise ValueError(f"Rollout parts disagree in length: {count} completions, {len(pred)} predicted masks, "
+                         f"{len(gt)} ground-truth masks, {len(valid_seg)} seg flags, {len(gt_boxes)} box lists.")
+    if pred.shape != gt.shape:
+        raise ValueError(f"Predicted masks {pred.shape} and ground-truth masks {gt.shape} differ in shape.")
+    per_reward = np.zeros((count, len(REWARD_NAMES)), dtype=np.float64)
+    format_valid = np.zeros(count, dtype=bool)
+    for row, completion in enumerate(completions):
+        parsed = parse_completion(completion)
+        format_valid[row] = parsed.valid
+        per_reward[row, 0] = 1.0 if parsed.valid else 0.0
+        per_reward[row, 1] = bbox_reward(parsed.boxes, gt_boxes[row]) if parsed.valid else 0.0
+        if valid_seg[row]:
+            per_reward[row, 2] = mask_reward(pred[row].reshape(pred.shape[-2:]), gt[row].reshape(gt.shape[-2:]),
+                                             mask_threshold, mask_lam)
+        else:
+            per_reward[row, 2] = -1.0
+    weight_vector = np.array([weights.format, weights.bbox, weights.mask])
+    return RolloutRewards(per_reward=per_reward, total=per_reward @ weight_vector, format_valid=format_valid)

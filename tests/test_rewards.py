@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from scripts.data.prompts import render_answer, render_completion
-from scripts.rewards import RewardWeights, bbox_reward, format_reward, mask_bounding_box, mask_reward
+from scripts.rewards import (
+    RewardWeights,
+    bbox_reward,
+    format_reward,
+    mask_bounding_box,
+    mask_reward,
+    score_rollouts,
+)
 
 GOOD = render_completion("A dark irregular region differs from the bright round cysts.",
                          render_answer("thyroid nodule", [[10, 10, 20, 20]]))
@@ -86,3 +93,33 @@ def test_mask_inputs_are_checked():
     np.testing.assert_array_equal(mask_bounding_box(_mask((3, 5, 7, 9))), [3, 5, 7, 9])
     with pytest.raises(ValueError, match=">= 0"):
         RewardWeights(bbox=-1)
+
+
+def test_score_rollouts_weights_rewards_and_scores_malformed_answers_as_failures():
+    gt = np.zeros((3, 1, 8, 8), dtype=bool)
+    gt[:2, 0, 2:6, 2:6] = True  # two rollouts of a lesion image, one of an image without lesion
+    pred = gt.copy()
+    completions = [
+        "<think> round and bright </think><answer> The nodule is located at [2,2,6,6]. <seg> </answer>",
+        "no tags at all [2,2,6,6] <seg>",
+        "<think> nothing there </think><answer> There is no nodule in this image. </answer>",  # no <seg>
+    ]
+    boxes = [[[2, 2, 6, 6]], [[2, 2, 6, 6]], []]
+    rewards = score_rollouts(completions, [True, True, False], pred, gt, boxes,
+                             weights=RewardWeights(format=1.0, bbox=0.5, mask=2.0))
+    assert rewards.format_valid.tolist() == [True, False, False]
+    assert rewards.per_reward[0].tolist() == pytest.approx([1.0, 1.0, 3.0])
+    # unparsable: no box reward although its box is right; the mask still counts
+    assert rewards.per_reward[1].tolist() == pytest.approx([0.0, 0.0, 3.0])
+    # no <seg>: the lowest mask reward, even though the image is empty (never a reward hack)
+    assert rewards.per_reward[2].tolist() == pytest.approx([0.0, 0.0, -1.0])
+    assert rewards.total.tolist() == pytest.approx([1.0 + 0.5 + 6.0, 6.0, -2.0])
+    assert rewards.means()["reward"] == pytest.approx((7.5 + 6.0 - 2.0) / 3)
+
+
+def test_score_rollouts_checks_that_the_parts_pair_up():
+    masks = np.zeros((2, 1, 4, 4))
+    with pytest.raises(ValueError, match="disagree in length"):
+        score_rollouts(["a"], [True, True], masks, masks, [[], []])
+    with pytest.raises(ValueError, match="differ in shape"):
+        score_rollouts(["a", "b"], [True, True], masks, np.zeros((2, 1, 4, 5)), [[], []])

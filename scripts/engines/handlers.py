@@ -22,7 +22,12 @@ REPORTED_METRICS = ("mDice", "mIoU", "failure_rate", "format_valid_rate", "box_m
 
 
 #: Scalars of a training iteration's output logged by :func:`training_stats`.
-TRAINING_STATS = ("loss", "text_loss", "mask_loss", "format_valid")
+TRAINING_STATS = (
+    "loss", "text_loss", "mask_loss", "format_valid",
+    # GRPO (scripts.engines.grpo)
+    "policy_loss", "kl", "clip_fraction", "reward", "reward_std", "reward_format", "reward_bbox", "reward_mask",
+    "zero_std_fraction", "completion_length", "truncated_fraction", "grad_norm",
+)
 
 
 def training_stats(output: dict | list[dict]) -> dict[str, float]:

@@ -11,7 +11,15 @@ from .checkpoint import (
     save_trainable_weights,
     trainable_state_dict,
 )
-from .coreseg import EMPTY_MASK_LOGIT, CoreSeg, CoreSegGeneration, CoreSegOutput, locate_seg_tokens
+from .coreseg import (
+    EMPTY_MASK_LOGIT,
+    CoreSeg,
+    CoreSegGeneration,
+    CoreSegOutput,
+    CoreSegSamples,
+    locate_seg_tokens,
+    repeat_mm_encoder_outputs,
+)
 from .medsam2 import (
     SAM_PIXEL_MEAN,
     SAM_PIXEL_STD,
@@ -34,6 +42,7 @@ __all__ = [
     "CoreSeg",
     "CoreSegGeneration",
     "CoreSegOutput",
+    "CoreSegSamples",
     "LinearPromptAdapter",
     "LoraSettings",
     "MedSAM2Segmenter",
@@ -54,6 +63,7 @@ __all__ = [
     "locate_seg_tokens",
     "parameter_report",
     "prepare_mllm",
+    "repeat_mm_encoder_outputs",
     "save_sam2_checkpoint",
     "save_trainable_weights",
     "trainable_state_dict",

@@ -33,7 +33,10 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from .medsam2 import MedSAM2Segmenter, SamImageFeatures, SegmenterOutput
 from .mllm import find_vision_tower
 
-__all__ = ["EMPTY_MASK_LOGIT", "SEMANTIC_PROBES", "CoreSegOutput", "CoreSegGeneration", "CoreSeg", "locate_seg_tokens"]
+__all__ = [
+    "EMPTY_MASK_LOGIT", "SEMANTIC_PROBES", "CoreSegOutput", "CoreSegSamples", "CoreSegGeneration", "CoreSeg",
+    "locate_seg_tokens", "repeat_mm_encoder_outputs",
+]
 
 #: Mask logit given to every pixel of a sample without a usable ``<seg>`` token (sigmoid == 0).
 EMPTY_MASK_LOGIT = -1.0e4
@@ -71,6 +74,53 @@ class CoreSegOutput:
     iou_predictions: torch.Tensor
     object_score_logits: torch.Tensor
     probe_padding_mask: torch.Tensor | None = None
+
+
+@dataclass
+class CoreSegSamples:
+    """Sampled completions of :meth:`CoreSeg.sample`, ``N = B * num_return_sequences`` rows grouped per prompt.
+
+    Besides the completions it holds what a teacher-forced pass over prompt + completion needs
+    (:meth:`forward_inputs`): GRPO's log-probability pass and :meth:`CoreSeg.generate`'s segmentation pass read
+    the same tensors.
+
+    Attributes:
+        sequences: ``(N, P + L)`` prompt and completion ids as returned by ``generate``.
+        prompt_length: ``P``, the (left-padded) prompt length.
+        completion_ids: ``(N, L)`` generated ids, padding after the first end-of-sequence token.
+        completion_mask: ``(N, L)`` 1 up to and including the first end-of-sequence token.
+        completions: decoded completions (special tokens such as ``<seg>`` kept, end-of-sequence removed).
+        truncated: ``(N,)`` True where generation hit ``max_new_tokens`` without an end-of-sequence token.
+        num_return_sequences: completions per prompt.
+        input_ids: ``(N, P + L)`` prompt + trimmed completion ids.
+        attention_mask: ``(N, P + L)`` the prompt's mask followed by ``completion_mask``.
+        answer_mask: ``(N, P + L)`` bool, True on completion tokens (where ``<seg>`` is looked for).
+        image_grid_thw: the prompts' grids, repeated per completion (None without images).
+        mm_token_type_ids: ``(N, P + L)`` token types (None when the model takes none).
+    """
+
+    sequences: torch.Tensor
+    prompt_length: int
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    completions: list[str]
+    truncated: torch.Tensor
+    num_return_sequences: int
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    answer_mask: torch.Tensor
+    image_grid_thw: torch.Tensor | None = None
+    mm_token_type_ids: torch.Tensor | None = None
+
+    def forward_inputs(self) -> dict[str, torch.Tensor]:
+        """Keyword arguments of :meth:`CoreSeg.forward` for a teacher-forced pass over these completions
+        (add the repeated ``sam_features`` and ``mm_encoder_outputs``)."""
+        inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "answer_mask": self.answer_mask}
+        if self.image_grid_thw is not None:
+            inputs["image_grid_thw"] = self.image_grid_thw
+        if self.mm_token_type_ids is not None:
+            inputs["mm_token_type_ids"] = self.mm_token_type_ids
+        return inputs
 
 
 @dataclass
@@ -251,6 +301,7 @@ class CoreSeg(nn.Module):
         sam_features: SamImageFeatures | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         logits_to_keep: int = 0,
+        answer_mask: torch.Tensor | None = None,
     ) -> CoreSegOutput:
         """Teacher-forced pass: text loss, ``<seg>`` probes and masks.
 
@@ -264,6 +315,9 @@ class CoreSeg(nn.Module):
             sam_features: precomputed :meth:`encode_sam` output, instead of ``sam_images``.
             mm_encoder_outputs: precomputed :meth:`encode_vision` output, instead of ``pixel_values``.
             logits_to_keep: keep only the last ``k`` positions' logits (0 keeps all).
+            answer_mask: ``(B, T)`` bool, the answer tokens, where ``<seg>`` is looked for (default: the label
+                positions with ``labels``, else every attended token). Lets a pass without labels (the
+                log-probabilities of sampled completions) ignore the prompt.
         """
         if sam_features is None:
             if sam_images is None:
@@ -273,7 +327,10 @@ class CoreSeg(nn.Module):
             input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids, mm_encoder_outputs,
             labels=labels, logits_to_keep=logits_to_keep,
         )
-        search = labels.ne(IGNORE_INDEX) if labels is not None else attention_mask.bool()
+        if answer_mask is not None:
+            search = answer_mask.bool()
+        else:
+            search = labels.ne(IGNORE_INDEX) if labels is not None else attention_mask.bool()
         counts, positions, valid, probes, padding = self._read_probes(input_ids, out.hidden_states[-1], search)
         seg = self.segment(probes, sam_features, valid, padding)
         return CoreSegOutput(
@@ -289,7 +346,107 @@ class CoreSeg(nn.Module):
             probe_padding_mask=padding,
         )
 
+    def language_logits(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        image_grid_thw: torch.Tensor | None = None,
+        mm_token_type_ids: torch.Tensor | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        pixel_values: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
+    ) -> torch.Tensor:
+        """Next-token logits of the language model alone (no probe, no mask): e.g. a reference policy's pass.
+
+        Args: as in :meth:`forward`.
+
+        Returns:
+            ``(B, T, V)`` logits (``T`` shrinks with ``logits_to_keep``).
+        """
+        out = self._mllm_forward(
+            input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids, mm_encoder_outputs,
+            logits_to_keep=logits_to_keep,
+        )
+        return out.logits
+
     # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def sample(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        mm_token_type_ids: torch.Tensor | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
+        generation_config: GenerationConfig | None = None,
+        **generate_kwargs,
+    ) -> CoreSegSamples:
+        """Sample completions with the KV cache (text only; :meth:`generate` adds the masks).
+
+        Args:
+            input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids: processor outputs for
+                the prompts, **left-padded**.
+            mm_encoder_outputs: precomputed :meth:`encode_vision` output, instead of ``pixel_values`` (one
+                feature map per prompt; it is shared by every completion of the prompt).
+            generation_config: base settings (default: the model's).
+            generate_kwargs: generation settings that override the config (``max_new_tokens``, ``do_sample``,
+                ``temperature``, ``num_return_sequences``, ...) and objects passed on to ``generate``
+                (``logits_processor``, ``stopping_criteria``, ``streamer``, ...).
+        """
+        if attention_mask.shape[1] and bool(attention_mask[:, -1].eq(0).any()):
+            raise ValueError("CoreSeg.generate needs left-padded prompts: set processor.tokenizer.padding_side='left'.")
+        if mm_encoder_outputs is None and pixel_values is not None:
+            mm_encoder_outputs = self.encode_vision(pixel_values, image_grid_thw)
+        mm_token_type_ids = self._mm_token_type_ids(input_ids, mm_token_type_ids)
+
+        # Generation settings go into the config; objects such as logits_processor or streamer go to generate().
+        settings = {k: v for k, v in generate_kwargs.items() if k in _GENERATION_CONFIG_FIELDS}
+        passthrough = {k: v for k, v in generate_kwargs.items() if k not in _GENERATION_CONFIG_FIELDS}
+        config = GenerationConfig.from_dict(
+            {**(generation_config or self.base_mllm.generation_config).to_dict(), **settings}
+        )
+        config.use_cache = True
+        config.return_dict_in_generate = False
+        # A sampled image placeholder would make the teacher-forced pass over the completion expect an image
+        # that is not there ("Image features and image tokens do not match"): the model may never write one.
+        config.suppress_tokens = sorted(set(config.suppress_tokens or []) | set(self._placeholder_token_ids()))
+        repeats = config.num_return_sequences or 1
+        mm_kwargs = {"mm_token_type_ids": mm_token_type_ids} if mm_token_type_ids is not None else {}
+        sequences = self.mllm.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            image_grid_thw=image_grid_thw,
+            # generate() expands the features per returned sequence in place: give it its own copy
+            mm_encoder_outputs=repeat_mm_encoder_outputs(mm_encoder_outputs, 1, input_ids.shape[0], copy=True),
+            generation_config=config,
+            **mm_kwargs,
+            **passthrough,
+        )
+
+        prompt_length = input_ids.shape[1]
+        completion_ids, completion_mask, truncated = self._trim_completions(sequences[:, prompt_length:], config)
+        prompt_mask = attention_mask.repeat_interleave(repeats, dim=0)
+        full_types = None
+        if mm_token_type_ids is not None:
+            full_types = torch.cat(
+                [mm_token_type_ids.repeat_interleave(repeats, dim=0), torch.zeros_like(completion_ids)], dim=1
+            )
+        return CoreSegSamples(
+            sequences=sequences,
+            prompt_length=prompt_length,
+            completion_ids=completion_ids,
+            completion_mask=completion_mask,
+            completions=self._decode(completion_ids, completion_mask, truncated),
+            truncated=truncated,
+            num_return_sequences=repeats,
+            input_ids=torch.cat([sequences[:, :prompt_length], completion_ids], dim=1),
+            attention_mask=torch.cat([prompt_mask, completion_mask], dim=1),
+            answer_mask=torch.cat([torch.zeros_like(prompt_mask), completion_mask], dim=1).bool(),
+            image_grid_thw=None if image_grid_thw is None else image_grid_thw.repeat_interleave(repeats, dim=0),
+            mm_token_type_ids=full_types,
+        )
+
     @torch.no_grad()
     def generate(
         self,
@@ -313,10 +470,7 @@ class CoreSeg(nn.Module):
                 the prompts, **left-padded**.
             sam_images / sam_features: as in :meth:`forward`, one per prompt.
             mm_encoder_outputs: precomputed :meth:`encode_vision` output, instead of ``pixel_values``.
-            generation_config: base settings (default: the model's).
-            generate_kwargs: generation settings that override the config (``max_new_tokens``, ``do_sample``,
-                ``temperature``, ``num_return_sequences``, ...) and objects passed on to ``generate``
-                (``logits_processor``, ``stopping_criteria``, ``streamer``, ...).
+            generation_config, generate_kwargs: as in :meth:`sample`.
         """
         if attention_mask.shape[1] and bool(attention_mask[:, -1].eq(0).any()):
             raise ValueError("CoreSeg.generate needs left-padded prompts: set processor.tokenizer.padding_side='left'.")
@@ -326,65 +480,31 @@ class CoreSeg(nn.Module):
             if sam_images is None:
                 raise ValueError("CoreSeg.generate needs sam_images or precomputed sam_features.")
             sam_features = self.encode_sam(sam_images)
-        mm_token_type_ids = self._mm_token_type_ids(input_ids, mm_token_type_ids)
-
-        # Generation settings go into the config; objects such as logits_processor or streamer go to generate().
-        settings = {k: v for k, v in generate_kwargs.items() if k in _GENERATION_CONFIG_FIELDS}
-        passthrough = {k: v for k, v in generate_kwargs.items() if k not in _GENERATION_CONFIG_FIELDS}
-        config = GenerationConfig.from_dict(
-            {**(generation_config or self.base_mllm.generation_config).to_dict(), **settings}
+        samples = self.sample(
+            input_ids, attention_mask, image_grid_thw=image_grid_thw, mm_token_type_ids=mm_token_type_ids,
+            mm_encoder_outputs=mm_encoder_outputs, generation_config=generation_config, **generate_kwargs,
         )
-        config.use_cache = True
-        config.return_dict_in_generate = False
-        repeats = config.num_return_sequences or 1
-        mm_kwargs = {"mm_token_type_ids": mm_token_type_ids} if mm_token_type_ids is not None else {}
-        sequences = self.mllm.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            image_grid_thw=image_grid_thw,
-            # generate() expands the features per returned sequence in place: give it its own copy
-            mm_encoder_outputs=_repeat_mm_encoder_outputs(mm_encoder_outputs, 1, input_ids.shape[0], copy=True),
-            generation_config=config,
-            **mm_kwargs,
-            **passthrough,
-        )
-
-        prompt_length = input_ids.shape[1]
-        completion_ids, completion_mask, truncated = self._trim_completions(sequences[:, prompt_length:], config)
-        prompt_mask = attention_mask.repeat_interleave(repeats, dim=0)
-        full_ids = torch.cat([sequences[:, :prompt_length], completion_ids], dim=1)
-        full_mask = torch.cat([prompt_mask, completion_mask], dim=1)
-        full_types = None
-        if mm_token_type_ids is not None:
-            full_types = torch.cat(
-                [mm_token_type_ids.repeat_interleave(repeats, dim=0), torch.zeros_like(completion_ids)], dim=1
-            )
-        out = self._mllm_forward(
-            full_ids,
-            full_mask,
-            None,
-            None if image_grid_thw is None else image_grid_thw.repeat_interleave(repeats, dim=0),
-            full_types,
-            _repeat_mm_encoder_outputs(mm_encoder_outputs, repeats, input_ids.shape[0]),
+        repeats = samples.num_return_sequences
+        out = self.forward(
+            **samples.forward_inputs(),
+            sam_features=sam_features.repeat_interleave(repeats),
+            mm_encoder_outputs=repeat_mm_encoder_outputs(mm_encoder_outputs, repeats, input_ids.shape[0]),
             logits_to_keep=1,  # only the hidden states are needed here
         )
-        search = torch.cat([torch.zeros_like(prompt_mask), completion_mask], dim=1).bool()
-        counts, positions, valid, probes, padding = self._read_probes(full_ids, out.hidden_states[-1], search)
-        seg = self.segment(probes, sam_features.repeat_interleave(repeats), valid, padding)
         return CoreSegGeneration(
-            sequences=sequences,
-            prompt_length=prompt_length,
-            completion_ids=completion_ids,
-            completion_mask=completion_mask,
-            completions=self._decode(completion_ids, completion_mask, truncated),
-            truncated=truncated,
-            seg_counts=counts,
-            seg_positions=positions,
-            seg_valid=valid,
-            seg_hidden_states=probes,
-            mask_logits=seg.mask_logits,
-            masks=seg.mask_logits > 0,
-            probe_padding_mask=padding,
+            sequences=samples.sequences,
+            prompt_length=samples.prompt_length,
+            completion_ids=samples.completion_ids,
+            completion_mask=samples.completion_mask,
+            completions=samples.completions,
+            truncated=samples.truncated,
+            seg_counts=out.seg_counts,
+            seg_positions=out.seg_positions,
+            seg_valid=out.seg_valid,
+            seg_hidden_states=out.seg_hidden_states,
+            mask_logits=out.mask_logits,
+            masks=out.mask_logits > 0,
+            probe_padding_mask=out.probe_padding_mask,
         )
 
     # ------------------------------------------------------------------ helpers
@@ -409,6 +529,12 @@ class CoreSeg(nn.Module):
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
+
+    def _placeholder_token_ids(self) -> list[int]:
+        """Ids of the tokens that stand for images or videos (and their delimiters) in the prompt."""
+        config = self.base_mllm.config
+        names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+        return [int(value) for value in (getattr(config, name, None) for name in names) if value is not None]
 
     def _mm_token_type_ids(self, input_ids: torch.Tensor, given: torch.Tensor | None) -> torch.Tensor | None:
         if given is not None or not self._accepts_mm_token_type_ids:
@@ -472,10 +598,12 @@ def _answer_states(
     return states * keep, padding
 
 
-def _repeat_mm_encoder_outputs(
+def repeat_mm_encoder_outputs(
     outputs: dict[str, BaseModelOutputWithPooling] | None, repeats: int, num_prompts: int, copy: bool = False
 ) -> dict[str, BaseModelOutputWithPooling] | None:
-    """Repeat per-image vision features for ``repeats`` completions of each prompt (one image per prompt).
+    """Repeat per-image vision features (:meth:`CoreSeg.encode_vision`) for ``repeats`` completions of each prompt.
+
+    Needs one image per prompt when ``repeats > 1``.
 
     Returns new output objects when ``repeats > 1`` or ``copy``; the tensors themselves are shared.
     """

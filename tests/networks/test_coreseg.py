@@ -291,6 +291,18 @@ def test_sampling_several_completions_encodes_each_image_once(tiny_model):
     assert generation.truncated.all() and generation.completion_mask.sum(1).eq(6).all()
 
 
+def test_sampling_never_writes_image_placeholders(tiny_model):
+    # At a high temperature an untrained model would write <|image_pad|> and break the pass over its completion.
+    batch = make_batch(tiny_model, [None, None], padding_side="left")
+    torch.manual_seed(0)
+    generation = tiny_model.generate(**batch, max_new_tokens=40, do_sample=True, temperature=50.0,
+                                     num_return_sequences=4)
+    placeholders = torch.tensor(tiny_model._placeholder_token_ids())
+    assert len(placeholders) == 4
+    assert not torch.isin(generation.completion_ids, placeholders).any()
+    assert generation.mask_logits.shape[0] == 8
+
+
 def test_generation_needs_left_padding(tiny_model):
     batch = make_batch(tiny_model, [None, None], questions=["Short?", "A much longer question about the lesion?"],
                        padding_side="right")
