@@ -66,6 +66,7 @@ def score_generation(
     pred_masks: torch.Tensor,
     gt_masks: torch.Tensor,
     metadata: Sequence[Mapping[str, object]],
+    require_reasoning: bool = True,
 ) -> list[SampleScore]:
     """Score a batch of generations against their ground truth.
 
@@ -74,6 +75,7 @@ def score_generation(
         pred_masks: ``(B, 1, S, S)`` predicted masks (bool or 0/1).
         gt_masks: ``(B, 1, S, S)`` ground-truth masks.
         metadata: per-sample metadata of the collator (``original_size``, ``mllm_input_size``, ``boxes``, ...).
+        require_reasoning: False scores a model trained without chain-of-thought (the answer alone is valid).
     """
     if not len(completions) == len(pred_masks) == len(gt_masks) == len(metadata):
         raise ValueError(f"Batch parts disagree in length: {len(completions)} completions, {len(pred_masks)} "
@@ -81,7 +83,7 @@ def score_generation(
     dice, iou = mask_dice_iou(pred_masks, gt_masks)
     scores = []
     for index, (completion, meta) in enumerate(zip(completions, metadata)):
-        parsed = parse_completion(completion)
+        parsed = parse_completion(completion, require_reasoning=require_reasoning)
         gt_boxes = [list(map(float, box)) for box in meta.get("boxes") or []]
         pred_boxes = parsed.boxes
         if pred_boxes and meta.get("mllm_input_size") and meta.get("original_size"):

@@ -102,6 +102,8 @@ class Predictor:
         amp: run under ``torch.autocast`` with ``amp_dtype`` (on CUDA).
         amp_dtype: autocast dtype.
         generation_kwargs: further arguments of ``CoreSeg.generate`` (``temperature``, ``top_p``, ...).
+        reasoning: the model was trained to reason first (default); False for a no-CoT model (the prompt asks
+            for the answer alone and an answer without ``<think>`` block is valid).
     """
 
     def __init__(
@@ -113,12 +115,15 @@ class Predictor:
         amp: bool = False,
         amp_dtype: torch.dtype = torch.bfloat16,
         generation_kwargs: Mapping | None = None,
+        reasoning: bool = True,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.network = network.to(self.device).eval()
         self.geometry = ProcessorGeometry.from_processor(network.processor)
-        self.preprocessing = build_transforms(self.geometry, mask_size=self.network.segmenter.image_size)
-        self.collator = CoreSegCollator(network.processor, mode="generate")
+        self.preprocessing = build_transforms(self.geometry, mask_size=self.network.segmenter.image_size,
+                                              reasoning=reasoning)
+        self.collator = CoreSegCollator(network.processor, mode="generate", reasoning=reasoning)
+        self.reasoning = reasoning
         self.inferer = GenerationInferer(max_new_tokens=max_new_tokens, do_sample=do_sample,
                                          **dict(generation_kwargs or {}))
         self.amp, self.amp_dtype = amp, amp_dtype
@@ -182,7 +187,7 @@ class Predictor:
         """
         predictions = []
         for completion, logits, meta in zip(completions, mask_logits, metadata):
-            parsed = parse_completion(completion)
+            parsed = parse_completion(completion, require_reasoning=self.reasoning)
             height, width = (int(v) for v in meta["original_size"])
             # Up-sample logits, then threshold: smoother borders than resizing a binary mask.
             mask = F.interpolate(logits[None].float(), size=(height, width), mode="bilinear", align_corners=False)

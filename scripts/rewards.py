@@ -36,9 +36,12 @@ __all__ = [
 REWARD_NAMES = ("format", "bbox", "mask")
 
 
-def format_reward(completion: str) -> float:
-    """1.0 when the completion follows the CORE-Seg format with exactly one ``<seg>`` in the answer, else 0.0."""
-    return 1.0 if parse_completion(completion).valid else 0.0
+def format_reward(completion: str, require_reasoning: bool = True) -> float:
+    """1.0 when the completion follows the CORE-Seg format with exactly one ``<seg>`` in the answer, else 0.0.
+
+    ``require_reasoning=False`` (the no-CoT ablation) also accepts the answer alone, without ``<think>`` block.
+    """
+    return 1.0 if parse_completion(completion, require_reasoning=require_reasoning).valid else 0.0
 
 
 def bbox_reward(pred_boxes, gt_boxes, iou_threshold: float = 0.5) -> float:
@@ -153,6 +156,7 @@ def score_rollouts(
     weights: RewardWeights | Mapping[str, float] | None = None,
     mask_threshold: float = 0.05,
     mask_lam: float = 2.0,
+    require_reasoning: bool = True,
 ) -> RolloutRewards:
     """Score GRPO completions with :func:`format_reward`, :func:`bbox_reward` and :func:`mask_reward`.
 
@@ -170,6 +174,7 @@ def score_rollouts(
         gt_boxes: ``N`` lists of ground-truth boxes in the space the model writes boxes in (the MLLM input).
         weights: the reward weights (default: all 1).
         mask_threshold, mask_lam: :func:`mask_reward`'s ``threshold`` and ``lam``.
+        require_reasoning: as in :func:`format_reward` (False for a model trained without chain-of-thought).
     """
     weights = weights if isinstance(weights, RewardWeights) else RewardWeights(**dict(weights or {}))
     pred = np.asarray(pred_masks.detach().cpu() if isinstance(pred_masks, torch.Tensor) else pred_masks)
@@ -184,7 +189,7 @@ def score_rollouts(
     per_reward = np.zeros((count, len(REWARD_NAMES)), dtype=np.float64)
     format_valid = np.zeros(count, dtype=bool)
     for row, completion in enumerate(completions):
-        parsed = parse_completion(completion)
+        parsed = parse_completion(completion, require_reasoning=require_reasoning)
         format_valid[row] = parsed.valid
         per_reward[row, 0] = 1.0 if parsed.valid else 0.0
         per_reward[row, 1] = bbox_reward(parsed.boxes, gt_boxes[row]) if parsed.valid else 0.0

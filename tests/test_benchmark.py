@@ -30,3 +30,18 @@ def test_benchmark_cli_writes_json(tmp_path, capsys):
     assert figures["preset"] == "tiny" and figures["generated_tokens"] == 2
     printed = capsys.readouterr().out
     assert "| **all** |" in printed and "forward+backward" in printed
+
+
+def test_grpo_cost_benchmark_counts_encoder_images_with_and_without_sharing():
+    from scripts.benchmark_grpo import measure_grpo_step
+    from scripts.networks import build_coreseg
+
+    model = build_coreseg("tiny", seed=0)
+    shared = measure_grpo_step(model, True, batch_size=2, num_generations=3, max_new_tokens=4, repeats=1,
+                               image_size=(64, 64))
+    separate = measure_grpo_step(model, False, batch_size=2, num_generations=3, max_new_tokens=4, repeats=1,
+                                 image_size=(64, 64))
+    assert (shared.vision_images_per_step, shared.sam_images_per_step) == (2, 2)
+    # sampling, reference and policy pass each encode the 6 rollouts' images; SAM once per rollout
+    assert (separate.vision_images_per_step, separate.sam_images_per_step) == (18, 6)
+    assert shared.step_seconds > 0 and separate.completion_tokens == 4

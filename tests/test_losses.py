@@ -183,3 +183,46 @@ def test_grpo_loss_reports_missing_inputs():
         CoreSegGRPOLoss(beta=0.0)(log_probs, log_probs, torch.zeros(2), torch.ones(2, 3))
     with pytest.raises(ValueError, match="Unknown loss_type"):
         CoreSegGRPOLoss(loss_type="dapo")
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo"])
+def test_grpo_loss_matches_trl_on_identical_tensors(loss_type):
+    """trl's GRPOTrainer._compute_loss, fed the same log-probabilities, gives the same loss and gradient."""
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    from trl import GRPOTrainer
+
+    generator = torch.Generator().manual_seed(1)
+    log_probs = (torch.randn(6, 7, generator=generator) - 1.0).requires_grad_()
+    old = log_probs.detach() + 0.3 * torch.randn(6, 7, generator=generator)
+    ref = log_probs.detach() + 0.2 * torch.randn(6, 7, generator=generator)
+    advantages = torch.randn(6, generator=generator)
+    mask = torch.ones(6, 7, dtype=torch.long)
+    mask[0, 4:] = 0
+    mask[3, 2:] = 0
+
+    trl_log_probs = log_probs.detach().clone().requires_grad_()
+    trainer = SimpleNamespace(  # the attributes _compute_loss reads, as GRPOConfig sets them
+        _get_per_token_logps_and_entropies=lambda *args, **kwargs: (trl_log_probs, torch.zeros(6, 7), None),
+        aux_loss_enabled=False, top_entropy_quantile=1.0, off_policy_mask_threshold=None,
+        importance_sampling_level="token", beta=0.04, epsilon_low=0.2, epsilon_high=0.28, loss_type=loss_type,
+        args=SimpleNamespace(use_bias_correction_kl=False, delta=None), use_vllm=False,
+        vllm_importance_sampling_correction=False, model=SimpleNamespace(training=True),
+        current_gradient_accumulation_steps=1, max_completion_length=7, _entropy_bonus_enabled=False,
+        _metrics={"train": defaultdict(list)},
+        accelerator=SimpleNamespace(reduce=lambda x, reduction: x, gather=lambda x: x),
+    )
+    inputs = {"prompt_ids": torch.zeros(6, 2, dtype=torch.long), "prompt_mask": torch.ones(6, 2, dtype=torch.long),
+              "completion_ids": torch.zeros(6, 7, dtype=torch.long), "completion_mask": mask,
+              "advantages": advantages, "old_per_token_logps": old, "ref_per_token_logps": ref}
+    expected = GRPOTrainer._compute_loss(trainer, None, inputs)
+    expected.backward()
+
+    ours = CoreSegGRPOLoss(mask_weight=0.0, beta=0.04, epsilon_low=0.2, epsilon_high=0.28, loss_type=loss_type,
+                           max_completion_length=7)(log_probs, old, advantages, mask, ref)
+    ours["loss"].backward()
+    assert ours["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert torch.allclose(log_probs.grad, trl_log_probs.grad, atol=1e-7)
+    assert ours["kl"].item() == pytest.approx(trainer._metrics["train"]["kl"][0], rel=1e-6)
+    assert ours["clip_fraction"].item() == pytest.approx(trainer._metrics["train"]["clip_ratio/region_mean"][0])

@@ -123,3 +123,12 @@ def test_score_rollouts_checks_that_the_parts_pair_up():
         score_rollouts(["a"], [True, True], masks, masks, [[], []])
     with pytest.raises(ValueError, match="differ in shape"):
         score_rollouts(["a", "b"], [True, True], masks, np.zeros((2, 1, 4, 5)), [[], []])
+
+
+def test_format_reward_without_cot_accepts_the_answer_alone():
+    answer_only = "<answer> The nodule is located at [2,2,6,6]. <seg> </answer>"
+    assert format_reward(answer_only) == 0.0
+    assert format_reward(answer_only, require_reasoning=False) == 1.0
+    masks = np.zeros((1, 1, 8, 8), dtype=bool)
+    rewards = score_rollouts([answer_only], [True], masks, masks, [[]], require_reasoning=False)
+    assert rewards.format_valid.tolist() == [True]

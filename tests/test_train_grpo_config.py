@@ -97,8 +97,13 @@ def test_evaluation_reads_the_grpo_checkpoint(grpo_run, tmp_path):
 def test_table3_ablation_switches_reach_the_trainer(tmp_path):
     workflow = _workflow("train_grpo.json", "train", **_overrides(
         tmp_path, reward_format=False, reward_bbox=True, reward_mask=False, dice_ce=False, beta=0.1,
-        advantage_mode="normalize_then_sum", num_iterations=2, epsilon_high=0.28))
+        advantage_mode="normalize_then_sum", num_iterations=2, epsilon_high=0.28, use_cot=False))
     trainer = workflow.trainer
+    # no CoT: prompts ask for the answer alone, the format reward and the validation accept it
+    assert trainer.reasoning is False and workflow.parser.get_parsed_content("train#collate").reasoning is False
+    assert workflow.parser.get_parsed_content("validate#evaluator").reasoning is False
+    sample = workflow.parser.get_parsed_content("train#dataset")[0]
+    assert sample["completion"].startswith("<answer>")
     assert trainer.reward_weights.as_dict() == {"format": 0.0, "bbox": 1.0, "mask": 0.0}
     assert trainer.loss_function.mask_weight == 0.0 and trainer.loss_function.beta == 0.1
     assert trainer.loss_function.epsilon_high == 0.28 and trainer.num_iterations == 2

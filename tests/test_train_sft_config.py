@@ -196,3 +196,12 @@ def test_demo_recipe_text_stage_then_mask_stage_on_a_held_language_model(tmp_pat
     decoder_name = next(n for n in text_state if n.startswith("segmenter.mask_decoder."))
     assert not torch.equal(built[decoder_name], text_state[decoder_name])
     assert (tmp_path / "models" / "model.pt").is_file()
+
+
+def test_sft_without_cot_trains_on_the_answer_alone(tmp_path, trained):
+    overrides = _train_overrides(tmp_path, max_epochs=1)
+    overrides.update(dataset_dir=str(trained[0] / "data"), use_cot=False)
+    workflow = _workflow("train_sft.json", "train", **overrides)
+    sample = workflow.parser.get_parsed_content("train#dataset")[0]
+    assert sample["completion"].startswith("<answer>") and "<think>" not in sample["completion"]
+    assert workflow.parser.get_parsed_content("train#collate").reasoning is False

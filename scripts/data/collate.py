@@ -67,6 +67,8 @@ class CoreSegCollator:
             a longer sample raises a ``ValueError`` naming it, never a silent cut. ``None``: no limit.
         end_of_turn_token: token that closes the assistant turn and is supervised after the completion.
         seg_token: the segmentation token; every training completion must hold exactly one.
+        reasoning: the user turn asks for the reasoning first (default); False asks for the answer alone (the
+            no-CoT ablation; pair it with ``build_transforms(reasoning=False)``).
     """
 
     def __init__(
@@ -76,12 +78,14 @@ class CoreSegCollator:
         max_length: int | None = None,
         end_of_turn_token: str = "<|im_end|>",
         seg_token: str = SEG_TOKEN,
+        reasoning: bool = True,
     ) -> None:
         if mode not in ("train", "generate"):
             raise ValueError(f"mode must be 'train' or 'generate', got {mode!r}.")
         if max_length is not None and max_length <= 0:
             raise ValueError(f"max_length must be positive or None, got {max_length}.")
         self.processor, self.mode, self.max_length = processor, mode, max_length
+        self.reasoning = reasoning
         tokenizer = processor.tokenizer
         vocab = tokenizer.get_vocab()
         for name, token in (("end_of_turn_token", end_of_turn_token), ("seg_token", seg_token)):
@@ -103,7 +107,7 @@ class CoreSegCollator:
         """The chat-templated prompt for a question (image first, then text), ending with the assistant header."""
         messages = [{"role": "user", "content": [
             {"type": "image"},
-            {"type": "text", "text": build_user_prompt(question, self.protected_tokens)},
+            {"type": "text", "text": build_user_prompt(question, self.protected_tokens, self.reasoning)},
         ]}]
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 

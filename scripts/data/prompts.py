@@ -7,6 +7,10 @@ Completion format (the training target and what the model must write), with exac
     <think> {reasoning} </think><answer> The {disease} is located at [x1,y1,x2,y2], [x1,y1,x2,y2]. <seg> </answer>
     <think> {reasoning} </think><answer> There is no {disease} in this image. <seg> </answer>
 
+Without chain-of-thought (the CoT ablation of the paper's Table 3, ``reasoning=False`` throughout the pipeline) the
+completion is the answer alone, ``<answer> ... <seg> </answer>``, and the user turn ends with
+:data:`ANSWER_ONLY_INSTRUCTION` instead.
+
 Boxes are integers in pixels of the MLLM processor's input image (see :mod:`scripts.data.coordinates`). The
 reasoning never holds coordinates (CORE-Seg paper, section 3.2): :func:`strip_coordinates` removes them from
 reasoning text given in a datalist, and the templates describe locations in words only.
@@ -34,6 +38,7 @@ from .vocabulary import ANATOMIES, MODALITIES
 
 __all__ = [
     "ANSWER_CLOSE",
+    "ANSWER_ONLY_INSTRUCTION",
     "ANSWER_OPEN",
     "BOXES_PLACEHOLDER",
     "DISEASE_PLACEHOLDER",
@@ -74,6 +79,11 @@ FORMAT_INSTRUCTION = (
     "First reason about the image between <think> and </think>, without coordinates. Then, between <answer> and "
     "</answer>, give the box [x1,y1,x2,y2] in pixels of every lesion asked for, or say that there is none, and end "
     "the answer with the segmentation token."
+)
+#: The instruction without chain-of-thought (Table 3's CoT ablation).
+ANSWER_ONLY_INSTRUCTION = (
+    "Between <answer> and </answer>, give the box [x1,y1,x2,y2] in pixels of every lesion asked for, or say that "
+    "there is none, and end the answer with the segmentation token."
 )
 
 # ------------------------------------------------------------------------------------------------ templates
@@ -406,9 +416,15 @@ def clean_reasoning(text: str, seg_token: str = SEG_TOKEN) -> str:
     return strip_coordinates(text)
 
 
-def render_completion(reasoning: str, answer: str, seg_token: str = SEG_TOKEN) -> str:
-    """The training target: ``<think> {reasoning} </think><answer> {answer} <seg> </answer>``."""
-    return f"{THINK_OPEN} {reasoning.strip()} {THINK_CLOSE}{ANSWER_OPEN} {answer.strip()} {seg_token} {ANSWER_CLOSE}"
+def render_completion(reasoning: str | None, answer: str, seg_token: str = SEG_TOKEN) -> str:
+    """The training target: ``<think> {reasoning} </think><answer> {answer} <seg> </answer>``.
+
+    With ``reasoning=None`` (no chain-of-thought), the answer alone: ``<answer> {answer} <seg> </answer>``.
+    """
+    answer_part = f"{ANSWER_OPEN} {answer.strip()} {seg_token} {ANSWER_CLOSE}"
+    if reasoning is None:
+        return answer_part
+    return f"{THINK_OPEN} {reasoning.strip()} {THINK_CLOSE}{answer_part}"
 
 
 # ------------------------------------------------------------------------------------------------ text hygiene
@@ -448,18 +464,19 @@ def remove_tokens(text: str, tokens: Iterable[str]) -> str:
     return text
 
 
-def build_user_prompt(question: str, special_tokens: Iterable[str] = (SEG_TOKEN,)) -> str:
+def build_user_prompt(question: str, special_tokens: Iterable[str] = (SEG_TOKEN,), reasoning: bool = True) -> str:
     """The text of the user turn: the question (control tokens removed) and :data:`FORMAT_INSTRUCTION`.
 
     Args:
         question: the clinical question.
         special_tokens: token strings that must not reach the model from a user's text; pass the tokenizer's
             special tokens (``tokenizer.all_special_tokens`` plus ``<seg>``), as the collator does.
+        reasoning: ask for the reasoning first (False: :data:`ANSWER_ONLY_INSTRUCTION`, the CoT ablation).
     """
     cleaned = re.sub(r"\s{2,}", " ", remove_tokens(question, special_tokens)).strip()
     if not cleaned:
         raise ValueError(f"The question {question!r} is empty once control tokens are removed.")
-    return f"{cleaned}\n{FORMAT_INSTRUCTION}"
+    return f"{cleaned}\n{FORMAT_INSTRUCTION if reasoning else ANSWER_ONLY_INSTRUCTION}"
 
 
 # ------------------------------------------------------------------------------------------------ parser
@@ -506,25 +523,27 @@ class ParsedCompletion:
     lesion: str | None = None
 
 
-def parse_completion(text: object, seg_token: str = SEG_TOKEN) -> ParsedCompletion:
+def parse_completion(text: object, seg_token: str = SEG_TOKEN, require_reasoning: bool = True) -> ParsedCompletion:
     """Check a completion against the CORE-Seg format and extract its parts. Never raises.
 
     Args:
         text: the completion (what follows the prompt), as decoded with special tokens kept. ``bytes`` are
             decoded as UTF-8 (invalid bytes replaced); anything that is not text is reported invalid.
         seg_token: the segmentation token string.
+        require_reasoning: the ``<think>`` block is required (default). False (a model trained without
+            chain-of-thought) also accepts the answer alone; a ``<think>`` block that is there is still checked.
 
     Returns:
         A :class:`ParsedCompletion`; ``valid`` is False with an ``error`` for anything off-format.
     """
     try:
-        return _parse(text, seg_token)
+        return _parse(text, seg_token, require_reasoning)
     except Exception as error:  # noqa: BLE001 - the contract is "never raises", but a parser bug must be seen
         _LOGGER.exception("parse_completion failed on a %d-character input; reported as invalid", len(str(text)))
         return ParsedCompletion(valid=False, error=f"internal parser error ({type(error).__name__}: {error})")
 
 
-def _parse(text: object, seg_token: str) -> ParsedCompletion:
+def _parse(text: object, seg_token: str, require_reasoning: bool = True) -> ParsedCompletion:
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("utf-8", errors="replace")
     if not isinstance(text, str):
@@ -546,7 +565,10 @@ def _parse(text: object, seg_token: str) -> ParsedCompletion:
         result.answer = re.sub(r"\s{2,}", " ", answer_body.replace(seg_token, " ")).strip()
         _read_answer(result)
 
-    result.error = _first_error(text, result, counts, positions, think_ok, answer_ok, answer_body, seg_token)
+    if not require_reasoning and counts[THINK_OPEN] == 0 and counts[THINK_CLOSE] == 0:
+        result.error = _answer_only_error(text, result, positions, answer_ok, answer_body, seg_token)
+    else:
+        result.error = _first_error(text, result, counts, positions, think_ok, answer_ok, answer_body, seg_token)
     result.valid = not result.error
     return result
 
@@ -596,6 +618,25 @@ def _first_error(text, result, counts, positions, think_ok, answer_ok, answer_bo
             return f"unexpected text {where}: {_preview(chunk)}"
     if not result.reasoning:
         return "the reasoning between <think> and </think> is empty"
+    return _answer_error(result, answer_body, seg_token)
+
+
+def _answer_only_error(text, result, positions, answer_ok, answer_body, seg_token) -> str:
+    """The first error of a completion without ``<think>`` block (allowed with ``require_reasoning=False``)."""
+    for tag in (ANSWER_OPEN, ANSWER_CLOSE):
+        if text.count(tag) != 1:
+            return f"expected exactly one {tag}, found {text.count(tag)}"
+    if not answer_ok:
+        return f"{ANSWER_CLOSE} comes before {ANSWER_OPEN}"
+    outside = (text[:positions[ANSWER_OPEN]], text[positions[ANSWER_CLOSE] + len(ANSWER_CLOSE):])
+    for where, chunk in zip(("before <answer>", "after </answer>"), outside):
+        if chunk.strip():
+            return f"unexpected text {where}: {_preview(chunk)}"
+    return _answer_error(result, answer_body, seg_token)
+
+
+def _answer_error(result, answer_body, seg_token) -> str:
+    """The first error inside a well-placed answer: ``<seg>`` count, boxes, lesion statement."""
     seg_in_answer = answer_body.count(seg_token)
     if result.seg_count != 1 or seg_in_answer != 1:
         return (f"expected exactly one {seg_token}, inside the answer; found {result.seg_count} in the text, "

@@ -404,11 +404,13 @@ class RenderTextd(Randomizable, MapTransform):
         random_text: draw templates from this transform's random state (training: new phrasing every epoch);
             otherwise from a seed derived from the image path and ``seed`` (the same text every time).
         seed: seed of the deterministic choice.
+        reasoning: the completion starts with the reasoning (default); False renders the answer alone (the
+            paper's no-CoT ablation; ``reasoning`` is still filled, for reports).
     """
 
-    def __init__(self, random_text: bool = False, seed: int = 0) -> None:
+    def __init__(self, random_text: bool = False, seed: int = 0, reasoning: bool = True) -> None:
         MapTransform.__init__(self, keys=("question", "reasoning", "answer"), allow_missing_keys=True)
-        self.random_text, self.seed = random_text, seed
+        self.random_text, self.seed, self.with_reasoning = random_text, seed, reasoning
         self._rng_seed = 0
 
     def randomize(self, data: object = None) -> None:
@@ -446,8 +448,8 @@ class RenderTextd(Randomizable, MapTransform):
             answer = resolve_answer(d.get("answer"), disease.strip(), boxes_mllm)
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from error
-        completion = render_completion(reasoning, answer)
-        parsed = parse_completion(completion)
+        completion = render_completion(reasoning if self.with_reasoning else None, answer)
+        parsed = parse_completion(completion, require_reasoning=self.with_reasoning)
         if not parsed.valid or parsed.boxes != [[float(v) for v in box] for box in boxes_mllm]:
             raise ValueError(f"{where}: the rendered completion does not follow the format "
                              f"({parsed.error or 'its boxes differ from the rendered ones'}): {completion!r}.")
@@ -464,6 +466,7 @@ def build_transforms(
     keep_original: bool = False,
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     ct_windows: Mapping[str, tuple[float, float]] | None = None,
+    reasoning: bool = True,
 ) -> Compose:
     """The whole record -> sample chain (see the module docstring).
 
@@ -478,6 +481,7 @@ def build_transforms(
             keep batches small.
         percentiles: percentiles for MRI and other non-HU scaling.
         ct_windows: CT windows by anatomy, instead of :data:`DEFAULT_CT_WINDOWS`.
+        reasoning: completions with reasoning (default) or the answer alone (Table 3's no-CoT ablation).
     """
     transforms = [
         LoadImageAndLabeld(),
@@ -487,7 +491,7 @@ def build_transforms(
         SAMViewd(size=mask_size),
         CastToTyped(keys="label", dtype=torch.float32, allow_missing_keys=True),
         Resized(keys="label", spatial_size=(mask_size, mask_size), mode="nearest-exact", allow_missing_keys=True),
-        RenderTextd(random_text=random_text, seed=seed),
+        RenderTextd(random_text=random_text, seed=seed, reasoning=reasoning),
         # plain tensors from here on: batches need no MONAI metadata, and collation stays a torch.stack
         EnsureTyped(keys=["image", "label", "mllm_image", "sam_image"], track_meta=False, allow_missing_keys=True),
     ]

@@ -38,6 +38,8 @@ class CoreSegEvaluator(SupervisedEvaluator):
         amp_kwargs: as in :class:`monai.engines.SupervisedEvaluator` (``decollate`` defaults to False).
         inferer: a :class:`scripts.engines.inferers.GenerationInferer` holding the generation settings
             (default: greedy decoding, at most 512 new tokens).
+        reasoning: the model reasons before answering (default); False scores a no-CoT model, whose answer
+            alone is a valid completion.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class CoreSegEvaluator(SupervisedEvaluator):
         decollate: bool = False,
         amp_kwargs: dict | None = None,
         inferer: GenerationInferer | None = None,
+        reasoning: bool = True,
     ) -> None:
         super().__init__(
             device=device,
@@ -79,6 +82,7 @@ class CoreSegEvaluator(SupervisedEvaluator):
             amp_kwargs=amp_kwargs,
             inferer=inferer if inferer is not None else GenerationInferer(),
         )
+        self.reasoning = reasoning
 
     def _iteration(self, engine: CoreSegEvaluator, batchdata: dict[str, Any]) -> dict:
         if batchdata is None:
@@ -103,7 +107,7 @@ class CoreSegEvaluator(SupervisedEvaluator):
         if masks is not None:
             engine.state.output[Keys.LABEL] = masks
             engine.state.output["scores"] = score_generation(
-                generation.completions, generation.masks.cpu(), masks.cpu(), metadata
+                generation.completions, generation.masks.cpu(), masks.cpu(), metadata, engine.reasoning
             )
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

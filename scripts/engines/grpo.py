@@ -107,6 +107,10 @@ class CoreSegGRPOTrainer(SupervisedTrainer):
         num_iterations: optimiser steps per batch of rollouts (``mu``); > 1 needs ``accumulation_steps == 1``.
         reuse_encodings: encode each image once (True) or once per rollout and pass (False, for benchmarks).
         grad_clip_norm: clip the global gradient norm to this value (None: off).
+        generation_kwargs: further settings of :meth:`CoreSeg.sample` (``top_k``, ``repetition_penalty``,
+            ``min_new_tokens``...).
+        reasoning: completions reason before answering (default); False is Table 3's no-CoT setting, where the
+            format reward accepts the answer alone (prompts and targets come from ``reasoning=False`` data).
         inferer: how the policy pass calls the network (default: :class:`TeacherForcedInferer`).
     """
 
@@ -131,6 +135,8 @@ class CoreSegGRPOTrainer(SupervisedTrainer):
         num_iterations: int = 1,
         reuse_encodings: bool = True,
         grad_clip_norm: float | None = None,
+        generation_kwargs: Mapping[str, Any] | None = None,
+        reasoning: bool = True,
         epoch_length: int | None = None,
         non_blocking: bool = False,
         iteration_update: Callable | None = None,
@@ -190,7 +196,7 @@ class CoreSegGRPOTrainer(SupervisedTrainer):
         self.reference = reference
         self.num_generations = num_generations
         self.generation_kwargs = {"do_sample": True, "temperature": temperature, "top_p": top_p,
-                                  "max_new_tokens": max_new_tokens}
+                                  "max_new_tokens": max_new_tokens, **dict(generation_kwargs or {})}
         self.temperature = temperature
         self.reward_weights = reward_weights if isinstance(reward_weights, RewardWeights) \
             else RewardWeights(**dict(reward_weights or {}))
@@ -201,6 +207,7 @@ class CoreSegGRPOTrainer(SupervisedTrainer):
         self.num_iterations = num_iterations
         self.reuse_encodings = reuse_encodings
         self.grad_clip_norm = grad_clip_norm
+        self.reasoning = reasoning
 
     # ------------------------------------------------------------------ the pieces of an iteration
     def sample_rollouts(self, inputs: Mapping[str, torch.Tensor]) -> Rollouts:
@@ -293,6 +300,7 @@ class CoreSegGRPOTrainer(SupervisedTrainer):
                 rewards = score_rollouts(
                     samples.completions, output.seg_valid, (output.mask_logits.detach() > 0).cpu(), gt_masks.cpu(),
                     gt_boxes, engine.reward_weights, engine.mask_reward_threshold, engine.mask_reward_lam,
+                    require_reasoning=engine.reasoning,
                 )
                 total = torch.as_tensor(rewards.total, dtype=torch.float32)
                 advantages = engine.advantages(torch.as_tensor(rewards.per_reward, dtype=torch.float32), total)

@@ -8,7 +8,7 @@ import torch
 
 from scripts.data.collate import FORWARD_KEYS, GENERATE_KEYS, IGNORE_INDEX, CoreSegCollator, model_inputs
 from scripts.data.coordinates import ProcessorGeometry
-from scripts.data.prompts import FORMAT_INSTRUCTION, parse_completion
+from scripts.data.prompts import ANSWER_ONLY_INSTRUCTION, FORMAT_INSTRUCTION, parse_completion
 from scripts.data.transforms import build_transforms
 from scripts.networks import SEG_TOKEN, CoreSeg
 from tests.data.conftest import write_png
@@ -85,6 +85,25 @@ def test_user_turn_has_image_first_question_and_format_instruction(tiny_model, s
     assert user.startswith("<|vision_start|><|image_pad|><|vision_end|>Where is the nodule?\n")
     assert FORMAT_INSTRUCTION in user and SEG_TOKEN not in prompt and prompt.count("<|image_pad|>") == 1
     assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_without_cot_the_prompt_asks_for_the_answer_alone_and_targets_have_no_reasoning(tiny_model, samples):
+    """Table 3's no-CoT setting: data and collator built with reasoning=False."""
+    collator = CoreSegCollator(tiny_model.processor, reasoning=False)
+    prompt = collator.prompt_text("Where is the nodule?")
+    assert ANSWER_ONLY_INSTRUCTION in prompt and "<think>" not in prompt
+    transforms = build_transforms(ProcessorGeometry.from_processor(tiny_model.processor), reasoning=False)
+    record = {key: samples[0][key] for key in ("image_path", "label_path")}
+    record = {"image": record["image_path"], "label": record["label_path"], "modality": "CT", "anatomy": "lung",
+              "disease": "lung nodule"}
+    sample = transforms(record)
+    assert sample["completion"].startswith("<answer> The lung nodule is located at [")
+    assert "<think>" not in sample["completion"] and sample["reasoning"]  # the reasoning is kept for reports
+    batch = collator([sample])
+    supervised = batch["labels"][0][batch["labels"][0] != IGNORE_INDEX]
+    assert tiny_model.processor.tokenizer.decode(supervised).startswith("<answer>")
+    assert parse_completion(sample["completion"], require_reasoning=False).valid
+    assert not parse_completion(sample["completion"]).valid
 
 
 def test_batch_tensors_and_metadata(tiny_model, samples):

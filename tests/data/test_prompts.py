@@ -6,6 +6,7 @@ import re
 import pytest
 
 from scripts.data.prompts import (
+    ANSWER_ONLY_INSTRUCTION,
     FORMAT_INSTRUCTION,
     QUESTION_TEMPLATES,
     ParsedCompletion,
@@ -256,3 +257,22 @@ def test_parser_with_random_mutations_of_a_valid_completion_never_raises():
                 del chars[rng.randrange(len(chars))]
         parsed = parse_completion("".join(chars))
         assert isinstance(parsed.valid, bool) and (parsed.valid or parsed.error)
+
+
+def test_answer_only_completions_for_the_no_cot_ablation():
+    answer = render_answer("liver tumor", [[10, 20, 60, 70]])
+    completion = render_completion(None, answer)
+    assert completion == f"<answer> {answer} {SEG_TOKEN} </answer>"
+    assert not parse_completion(completion).valid  # the reasoning is required by default
+    parsed = parse_completion(completion, require_reasoning=False)
+    assert parsed.valid and parsed.boxes == [[10.0, 20.0, 60.0, 70.0]] and parsed.reasoning == ""
+    # with the reasoning it is valid either way; a think block that is there is still checked
+    assert parse_completion(render_completion("a dark region", answer), require_reasoning=False).valid
+    broken = parse_completion(f"<think> </think>{completion}", require_reasoning=False)
+    assert not broken.valid and "reasoning" in broken.error
+    for text, error in [(f"so: {completion}", "before <answer>"), (f"{completion} done", "after </answer>"),
+                        (completion.replace(SEG_TOKEN, ""), "exactly one"), ("<answer> x", "exactly one </answer>")]:
+        result = parse_completion(text, require_reasoning=False)
+        assert not result.valid and error in result.error, (text, result.error)
+    assert build_user_prompt("Where?", reasoning=False).endswith(ANSWER_ONLY_INSTRUCTION)
+    assert build_user_prompt("Where?").endswith(FORMAT_INSTRUCTION)
