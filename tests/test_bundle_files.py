@@ -106,3 +106,16 @@ def test_paper_sft_overrides_merge_onto_the_training_config():
     assert parser["batch_size"] * parser["accumulation_steps"] == 32  # the paper's stage-1 batch
     assert parser["generate_synthetic"] is False
     assert parser.get_parsed_content("datalist") == "/bundle/data/ComLesion/datalist.json"
+
+
+def test_paper_grpo_overrides_merge_onto_the_grpo_config():
+    """``train_grpo.json`` + ``full.json`` + ``train_grpo_paper.json``: the paper's stage 2 from stage 1's best model."""
+    configs = [str(ROOT / "configs" / name) for name in ("train_grpo.json", "full.json", "train_grpo_paper.json")]
+    workflow = ConfigWorkflow(config_file=configs, meta_file=str(METADATA), workflow_type="train",
+                              logging_file=str(ROOT / "configs" / "logging.conf"), bundle_root="/bundle")
+    parser = workflow.parser
+    assert parser["preset"] == "full" and parser["learning_rate"] == 5e-6 and parser["max_epochs"] == 2
+    assert parser["batch_size"] * parser["accumulation_steps"] == 16 and parser["num_generations"] == 4
+    assert parser["beta"] > 0 and parser["train_max_records"] is None and parser["generate_synthetic"] is False
+    assert parser.get_parsed_content("init_checkpoint") == "/bundle/eval/train_sft/best/model.pt"
+    assert parser.get_parsed_content("sam_checkpoint") == "/bundle/models/MedSAM2_latest.pt"

@@ -155,3 +155,26 @@ def test_bad_batches_and_settings_are_reported(fresh_tiny_model):
                            optimizer=torch.optim.SGD(model.adapter.parameters(), lr=0.1), num_generations=1)
     with pytest.raises(ValueError, match="accumulation"):
         _trainer(model, [], num_iterations=2, accumulation_steps=2)
+
+
+def test_log_probs_are_those_of_the_completion_tokens_only(fresh_tiny_model):
+    """The policy pass scores exactly the sampled tokens, each by the logits of the position before it."""
+    torch.manual_seed(0)
+    model = fresh_tiny_model
+    trainer = _trainer(model, [], max_new_tokens=5, temperature=2.0)
+    batch = _batch(model)
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw",
+                                          "mm_token_type_ids", "sam_images") if key in batch}
+    rollouts = trainer.sample_rollouts(inputs)
+    model.eval()
+    with torch.no_grad():
+        _, log_probs = trainer.policy_pass(rollouts)
+        text = rollouts.text_inputs()
+        text.pop("answer_mask")
+        full = model.language_logits(**text)  # every position's logits
+    samples = rollouts.samples
+    prompt, length = samples.prompt_length, samples.completion_ids.shape[1]
+    expected = torch.log_softmax(full[:, prompt - 1:prompt - 1 + length].float() / 2.0, dim=-1)
+    expected = expected.gather(-1, samples.completion_ids.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(log_probs, expected, atol=1e-5)
+    assert torch.equal(samples.input_ids[:, prompt:], samples.completion_ids)
