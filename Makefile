@@ -42,7 +42,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check scripts tests
+	$(BIN)/ruff check scripts tests bundle
 
 benchmark: setup
 	$(BIN)/python -m scripts.benchmark --preset tiny
