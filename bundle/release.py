@@ -14,8 +14,9 @@ Examples::
     python bundle/release.py                                   # dist/coreseg_v<version>.zip, weights inside
     python bundle/release.py --large_files_url https://example.org/coreseg/v0.2.0/   # weights > 20 MB outside
 
-    python -m monai.bundle download --name coreseg --url https://example.org/coreseg/v0.2.0/coreseg_v0.2.0.zip
-    cd bundle/coreseg && python -m monai.bundle download_large_files
+    python -m monai.bundle download --name coreseg --url https://example.org/coreseg/v0.2.0/coreseg_v0.2.0.zip \
+        --bundle_dir downloads
+    python -m monai.bundle download_large_files --bundle_path downloads/coreseg
 """
 
 from __future__ import annotations
