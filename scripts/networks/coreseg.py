@@ -394,8 +394,7 @@ class CoreSeg(nn.Module):
                 ``temperature``, ``num_return_sequences``, ...) and objects passed on to ``generate``
                 (``logits_processor``, ``stopping_criteria``, ``streamer``, ...).
         """
-        if attention_mask.shape[1] and bool(attention_mask[:, -1].eq(0).any()):
-            raise ValueError("CoreSeg.generate needs left-padded prompts: set processor.tokenizer.padding_side='left'.")
+        _require_left_padding(attention_mask)
         if mm_encoder_outputs is None and pixel_values is not None:
             mm_encoder_outputs = self.encode_vision(pixel_values, image_grid_thw)
         mm_token_type_ids = self._mm_token_type_ids(input_ids, mm_token_type_ids)
@@ -472,8 +471,7 @@ class CoreSeg(nn.Module):
             mm_encoder_outputs: precomputed :meth:`encode_vision` output, instead of ``pixel_values``.
             generation_config, generate_kwargs: as in :meth:`sample`.
         """
-        if attention_mask.shape[1] and bool(attention_mask[:, -1].eq(0).any()):
-            raise ValueError("CoreSeg.generate needs left-padded prompts: set processor.tokenizer.padding_side='left'.")
+        _require_left_padding(attention_mask)
         if mm_encoder_outputs is None and pixel_values is not None:
             mm_encoder_outputs = self.encode_vision(pixel_values, image_grid_thw)
         if sam_features is None:
@@ -577,6 +575,11 @@ class CoreSeg(nn.Module):
             length = int(mask.sum()) - (0 if bool(cut) else 1)  # drop the end-of-sequence token itself
             texts.append(self.tokenizer.decode(ids[:length], skip_special_tokens=False))
         return texts
+
+
+def _require_left_padding(attention_mask: torch.Tensor) -> None:
+    if attention_mask.shape[1] and bool(attention_mask[:, -1].eq(0).any()):
+        raise ValueError("CoreSeg.generate needs left-padded prompts: set processor.tokenizer.padding_side='left'.")
 
 
 def _answer_states(
