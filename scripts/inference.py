@@ -214,8 +214,17 @@ class Predictor:
         return predictions
 
     # --------------------------------------------------------------------------------------------- writing
-    def save(self, prediction: Prediction, output_dir: str | Path, name: str | None = None) -> dict:
+    def save(
+        self, prediction: Prediction, output_dir: str | Path, name: str | None = None, taken: set[str] | None = None
+    ) -> dict:
         """Write the mask (PNG, or NIfTI for NIfTI inputs) and a JSON with the text.
+
+        Args:
+            prediction: what to write.
+            output_dir: where.
+            name: file stem (default: the image's, with the slice index for volumes).
+            taken: stems already written in this run; a repeated stem (several questions about one image) gets
+                ``_q1``, ``_q2``... so that no answer overwrites another. The stem used is added to it.
 
         Returns:
             An index entry: image, question, the two paths, format validity, boxes and mask size.
@@ -225,6 +234,12 @@ class Predictor:
         stem = name or _stem(prediction.image)
         if prediction.slice_index is not None:
             stem = f"{stem}_slice{prediction.slice_index}"
+        if taken is not None:
+            base, repeat = stem, 0
+            while stem in taken:
+                repeat += 1
+                stem = f"{base}_q{repeat}"
+            taken.add(stem)
         nifti = prediction.image.lower().endswith(_NIFTI_SUFFIXES)
         mask_path = output_dir / f"{stem}_mask{'.nii.gz' if nifti else '.png'}"
         write_mask(prediction, mask_path)
@@ -324,7 +339,8 @@ def predict_datalist(
                                       max_new_tokens=max_new_tokens)
     records = load_datalist(datalist, section=section, base_dir=base_dir)
     predictions = predictor.predict_records(records, batch_size=batch_size, progress=True)
-    index = Predictor.write_index([predictor.save(p, output_dir) for p in predictions], output_dir)
+    taken: set[str] = set()
+    index = Predictor.write_index([predictor.save(p, output_dir, taken=taken) for p in predictions], output_dir)
     valid = sum(p.format_valid for p in predictions)
     print(f"{len(predictions)} predictions ({valid} with a valid answer format); index: {index}")
 

@@ -133,6 +133,10 @@ def test_inference_config_runs_through_the_bundle_api(bundle_network, tmp_path):
     index = json.loads((tmp_path / "predictions" / "predictions.json").read_text())
     assert [entry["question"] for entry in index] == ["Where is the nodule?", "Is there a cyst?"]
     assert all(Path(entry["mask"]).is_file() and Path(entry["json"]).is_file() for entry in index)
+    # two questions about one image: two answers on disk, none overwriting the other
+    assert len({entry["mask"] for entry in index}) == len({entry["json"] for entry in index}) == 2
+    for entry in index:
+        assert json.loads(Path(entry["json"]).read_text())["question"] == entry["question"]
 
 
 def test_predict_cli_prints_and_writes(bundle_network, tmp_path, capsys):

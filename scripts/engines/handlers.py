@@ -191,17 +191,19 @@ class PredictionWriter:
         self.predictor = predictor
         self.output_dir = Path(output_dir)
         self.index: list[dict] = []
+        self._taken: set[str] = set()  # file stems written in this run (two questions about an image: two files)
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: self.index.clear())
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda _: (self.index.clear(), self._taken.clear()))
         engine.add_event_handler(Events.ITERATION_COMPLETED, self)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._write_index)
 
     def __call__(self, engine: Engine) -> None:
         output = engine.state.output
         predictions = self.predictor.postprocess(output["completions"], output["mask_logits"], output["metadata"])
-        self.index.extend(self.predictor.save(prediction, self.output_dir) for prediction in predictions)
+        self.index.extend(self.predictor.save(prediction, self.output_dir, taken=self._taken)
+                          for prediction in predictions)
 
     def _write_index(self, engine: Engine) -> None:
         path = self.predictor.write_index(self.index, self.output_dir)

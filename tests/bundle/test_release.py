@@ -85,4 +85,8 @@ def test_download_from_a_local_server_then_run_inference_from_the_copy(tmp_path,
     index = json.loads((bundle / "eval" / "inference" / "predictions.json").read_text())
     datalist = json.loads((bundle / "sample_data" / "datalist.json").read_text())
     assert len(index) == sum(len(records) for records in datalist.values())
-    assert len(list((bundle / "eval" / "inference").rglob("*.png"))) == len(index)  # one mask per question
+    for entry in index:  # every answer has its JSON; a mask file wherever the answer had a usable <seg>
+        assert (bundle / entry["json"]).is_file()
+        assert entry.get("mask") is None or (bundle / entry["mask"]).is_file()
+    assert any(entry.get("mask") for entry in index)
+    assert len({entry["json"] for entry in index}) == len(index)  # two questions per image, two answers kept
