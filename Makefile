@@ -30,13 +30,15 @@ demo: setup
 demo-smoke: setup
 	$(BIN)/python -m scripts.cli demo
 
-# Retrain the demo model (about 1.5 h on 2 CPU cores; docs/sft_learning.md): a box-prompt pretrained tiny SAM,
-# then the language model on the answers, then the adapter and SAM on the held language model's answer states.
+# Retrain the demo model (about 2.5 h on one CPU core; docs/sft_learning.md): a box-prompt pretrained tiny SAM, the
+# language model on the answers, the adapter and SAM on the held language model's answer states, then one GRPO
+# epoch (docs/grpo.md), whose model goes to models/model.pt.
 demo-model: setup
 	$(BIN)/python -c "from scripts.data.synthetic import ensure_benchmark; ensure_benchmark('data/synthetic_small', 'small', 0)"
 	$(BIN)/python -m scripts.pretrain_sam --datalist data/synthetic_small/datalist.json --out models/tiny_sam2_256.pt
 	$(BUNDLE_RUN) --config_file "['configs/train_sft.json','configs/train_sft_demo_text.json']"
 	$(BUNDLE_RUN) --config_file "['configs/train_sft.json','configs/train_sft_demo.json']"
+	$(BUNDLE_RUN) --config_file "['configs/train_grpo.json','configs/train_grpo_demo.json']"
 
 test: setup
 	$(BIN)/python -m pytest

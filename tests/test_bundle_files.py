@@ -119,3 +119,16 @@ def test_paper_grpo_overrides_merge_onto_the_grpo_config():
     assert parser["beta"] > 0 and parser["train_max_records"] is None and parser["generate_synthetic"] is False
     assert parser.get_parsed_content("init_checkpoint") == "/bundle/eval/train_sft/best/model.pt"
     assert parser.get_parsed_content("sam_checkpoint") == "/bundle/models/MedSAM2_latest.pt"
+
+
+def test_demo_grpo_overlay_continues_the_demo_recipe():
+    """``make demo-model``'s last step: GRPO from the demo mask stage's best model, the result to ``models/``."""
+    configs = [str(ROOT / "configs" / name) for name in ("train_grpo.json", "train_grpo_demo.json")]
+    workflow = ConfigWorkflow(config_file=configs, meta_file=str(METADATA), workflow_type="train",
+                              logging_file=str(ROOT / "configs" / "logging.conf"), bundle_root="/bundle")
+    parser = workflow.parser
+    sft_demo = ConfigWorkflow(config_file=[str(ROOT / "configs" / n) for n in ("train_sft.json", "train_sft_demo.json")],
+                              meta_file=str(METADATA), workflow_type="train", bundle_root="/bundle").parser
+    assert parser.get_parsed_content("init_checkpoint") == sft_demo.get_parsed_content("ckpt_dir") + "/model.pt"
+    assert parser.get_parsed_content("ckpt_dir") == "/bundle/models" and parser["preset"] == "demo"
+    assert parser.get_parsed_content("dataset_dir") == sft_demo.get_parsed_content("dataset_dir")
