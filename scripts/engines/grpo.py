@@ -43,7 +43,7 @@ from scripts.rewards import RewardWeights, score_rollouts
 from .batch import split_batch
 from .inferers import TeacherForcedInferer
 from .reference import ReferencePolicy
-from .trainer import _accumulation_state, _autocast, _uses_grad_scaler
+from .trainer import _accumulation_state, _autocast, _optimizer_step, _uses_grad_scaler
 
 __all__ = ["ADVANTAGE_MODES", "CoreSegGRPOTrainer", "Rollouts", "repeat_image_pixels"]
 
@@ -335,19 +335,6 @@ class CoreSegGRPOTrainer(SupervisedTrainer):
                 _optimizer_step(engine, scaler)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
-
-
-def _optimizer_step(engine: CoreSegGRPOTrainer, scaler) -> None:
-    if scaler is not None:
-        scaler.unscale_(engine.optimizer)
-    if engine.grad_clip_norm is not None:
-        params = [p for group in engine.optimizer.param_groups for p in group["params"]]
-        engine.state.output["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, engine.grad_clip_norm))
-    if scaler is not None:
-        scaler.step(engine.optimizer)
-        scaler.update()
-    else:
-        engine.optimizer.step()
 
 
 def _rollout_stats(total: torch.Tensor, group: int, samples: CoreSegSamples) -> dict[str, float]:

@@ -127,18 +127,24 @@ class CoreSegSFTTrainer(SupervisedTrainer):
         (scaler.scale(loss) if scaler is not None else loss).backward()
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         if should_step:
-            if scaler is not None:
-                scaler.unscale_(engine.optimizer)
-            if engine.grad_clip_norm is not None:
-                params = [p for group in engine.optimizer.param_groups for p in group["params"]]
-                engine.state.output["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, engine.grad_clip_norm))
-            if scaler is not None:
-                scaler.step(engine.optimizer)
-                scaler.update()
-            else:
-                engine.optimizer.step()
+            _optimizer_step(engine, scaler)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
+
+
+def _optimizer_step(engine: SupervisedTrainer, scaler) -> None:
+    """Unscale (float16), clip the gradient norm when the engine has ``grad_clip_norm`` (logged as ``grad_norm``),
+    then step the optimiser, through the gradient scaler when there is one."""
+    if scaler is not None:
+        scaler.unscale_(engine.optimizer)
+    if engine.grad_clip_norm is not None:
+        params = [p for group in engine.optimizer.param_groups for p in group["params"]]
+        engine.state.output["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, engine.grad_clip_norm))
+    if scaler is not None:
+        scaler.step(engine.optimizer)
+        scaler.update()
+    else:
+        engine.optimizer.step()
 
 
 def _accumulation_state(engine: SupervisedTrainer) -> tuple[bool, bool]:
