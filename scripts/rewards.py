@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from monai.data.box_utils import box_giou
+from monai.utils import convert_to_numpy
 
 from scripts.data.prompts import parse_completion
 from scripts.metrics import mask_dice, match_boxes
@@ -71,7 +72,7 @@ def bbox_reward(pred_boxes, gt_boxes, iou_threshold: float = 0.5) -> float:
 
 def mask_bounding_box(mask: np.ndarray | torch.Tensor) -> np.ndarray | None:
     """``[x1, y1, x2, y2]`` (pixel edges) of all foreground pixels of a 2D mask, or None when it is empty."""
-    mask = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
+    mask = convert_to_numpy(mask, wrap_sequence=True)
     if mask.ndim != 2:
         raise ValueError(f"Expected a 2D mask, got shape {mask.shape}.")
     rows, cols = np.nonzero(mask > 0)
@@ -93,8 +94,8 @@ def mask_reward(pred_mask, gt_mask, threshold: float = 0.05, lam: float = 2.0) -
         ``GIoU(box(pred), box(gt))`` in (-1, 1] when ``Dice < threshold``, else ``1 + lam * Dice``. Both empty:
         ``1 + lam``; exactly one empty: -1.0 (the lowest GIoU).
     """
-    pred = torch.as_tensor(np.asarray(pred_mask.detach().cpu() if isinstance(pred_mask, torch.Tensor) else pred_mask))
-    gt = torch.as_tensor(np.asarray(gt_mask.detach().cpu() if isinstance(gt_mask, torch.Tensor) else gt_mask))
+    pred = torch.as_tensor(convert_to_numpy(pred_mask, wrap_sequence=True))
+    gt = torch.as_tensor(convert_to_numpy(gt_mask, wrap_sequence=True))
     if pred.shape != gt.shape or pred.ndim != 2:
         raise ValueError(f"Expected two 2D masks of the same shape, got {tuple(pred.shape)} and {tuple(gt.shape)}.")
     pred_box, gt_box = mask_bounding_box(pred), mask_bounding_box(gt)
@@ -177,9 +178,9 @@ def score_rollouts(
         require_reasoning: as in :func:`format_reward` (False for a model trained without chain-of-thought).
     """
     weights = weights if isinstance(weights, RewardWeights) else RewardWeights(**dict(weights or {}))
-    pred = np.asarray(pred_masks.detach().cpu() if isinstance(pred_masks, torch.Tensor) else pred_masks)
-    gt = np.asarray(gt_masks.detach().cpu() if isinstance(gt_masks, torch.Tensor) else gt_masks)
-    valid_seg = np.asarray(seg_valid.detach().cpu() if isinstance(seg_valid, torch.Tensor) else seg_valid, dtype=bool)
+    pred = convert_to_numpy(pred_masks, wrap_sequence=True)
+    gt = convert_to_numpy(gt_masks, wrap_sequence=True)
+    valid_seg = convert_to_numpy(seg_valid, dtype=bool, wrap_sequence=True)
     count = len(completions)
     if not count == len(pred) == len(gt) == len(valid_seg) == len(gt_boxes):
         raise ValueError(f"Rollout parts disagree in length: {count} completions, {len(pred)} predicted masks, "
