@@ -565,10 +565,9 @@ def _parse(text: object, seg_token: str, require_reasoning: bool = True) -> Pars
         result.answer = re.sub(r"\s{2,}", " ", answer_body.replace(seg_token, " ")).strip()
         _read_answer(result)
 
-    if not require_reasoning and counts[THINK_OPEN] == 0 and counts[THINK_CLOSE] == 0:
-        result.error = _answer_only_error(text, result, positions, answer_ok, answer_body, seg_token)
-    else:
-        result.error = _first_error(text, result, counts, positions, think_ok, answer_ok, answer_body, seg_token)
+    with_think = require_reasoning or counts[THINK_OPEN] > 0 or counts[THINK_CLOSE] > 0
+    result.error = _first_error(text, result, counts, positions, think_ok, answer_ok, answer_body, seg_token,
+                                with_think)
     result.valid = not result.error
     return result
 
@@ -601,37 +600,30 @@ def _parse_box(group: str) -> list[float] | None:
     return values
 
 
-def _first_error(text, result, counts, positions, think_ok, answer_ok, answer_body, seg_token) -> str:
-    for tag in FORMAT_TAGS:
+def _first_error(text, result, counts, positions, think_ok, answer_ok, answer_body, seg_token, with_think=True) -> str:
+    """The first format error; ``with_think=False`` checks a completion without ``<think>`` block (allowed with
+    ``require_reasoning=False``)."""
+    for tag in FORMAT_TAGS if with_think else (ANSWER_OPEN, ANSWER_CLOSE):
         if counts[tag] != 1:
             return f"expected exactly one {tag}, found {counts[tag]}"
-    if not think_ok:
+    if with_think and not think_ok:
         return f"{THINK_CLOSE} comes before {THINK_OPEN}"
     if not answer_ok:
         return f"{ANSWER_CLOSE} comes before {ANSWER_OPEN}"
-    if positions[ANSWER_OPEN] < positions[THINK_CLOSE]:
+    if with_think and positions[ANSWER_OPEN] < positions[THINK_CLOSE]:
         return f"the answer must follow the reasoning ({ANSWER_OPEN} after {THINK_CLOSE})"
-    outside = (text[:positions[THINK_OPEN]], text[positions[THINK_CLOSE] + len(THINK_CLOSE):positions[ANSWER_OPEN]],
-               text[positions[ANSWER_CLOSE] + len(ANSWER_CLOSE):])
-    for where, chunk in zip(("before <think>", "between </think> and <answer>", "after </answer>"), outside):
+    after_answer = ("after </answer>", text[positions[ANSWER_CLOSE] + len(ANSWER_CLOSE):])
+    if with_think:
+        outside = [("before <think>", text[:positions[THINK_OPEN]]),
+                   ("between </think> and <answer>",
+                    text[positions[THINK_CLOSE] + len(THINK_CLOSE):positions[ANSWER_OPEN]]), after_answer]
+    else:
+        outside = [("before <answer>", text[:positions[ANSWER_OPEN]]), after_answer]
+    for where, chunk in outside:
         if chunk.strip():
             return f"unexpected text {where}: {_preview(chunk)}"
-    if not result.reasoning:
+    if with_think and not result.reasoning:
         return "the reasoning between <think> and </think> is empty"
-    return _answer_error(result, answer_body, seg_token)
-
-
-def _answer_only_error(text, result, positions, answer_ok, answer_body, seg_token) -> str:
-    """The first error of a completion without ``<think>`` block (allowed with ``require_reasoning=False``)."""
-    for tag in (ANSWER_OPEN, ANSWER_CLOSE):
-        if text.count(tag) != 1:
-            return f"expected exactly one {tag}, found {text.count(tag)}"
-    if not answer_ok:
-        return f"{ANSWER_CLOSE} comes before {ANSWER_OPEN}"
-    outside = (text[:positions[ANSWER_OPEN]], text[positions[ANSWER_CLOSE] + len(ANSWER_CLOSE):])
-    for where, chunk in zip(("before <answer>", "after </answer>"), outside):
-        if chunk.strip():
-            return f"unexpected text {where}: {_preview(chunk)}"
     return _answer_error(result, answer_body, seg_token)
 
 
