@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from ignite.engine import Events
 
 from scripts.benchmark import _benchmark_batch, _peak_memory, _to
 from scripts.engines import CoreSegGRPOTrainer
@@ -89,8 +90,6 @@ def measure_grpo_step(
             torch.cuda.synchronize(device)
         if engine.state.epoch > 1:
             durations.append(time.perf_counter() - start[0])
-
-    from ignite.engine import Events
 
     trainer.add_event_handler(Events.ITERATION_STARTED, started)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, completed)
