@@ -23,9 +23,10 @@ __all__ = ["benchmark", "main"]
 
 
 def _write_samples(folder: Path, num_samples: int, image_size: int, rng: np.random.Generator) -> list[dict]:
-    import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    from .dicom_files import save_dicom
 
     records = []
     for index in range(num_samples):
@@ -50,7 +51,7 @@ def _write_samples(folder: Path, num_samples: int, image_size: int, rng: np.rand
             ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
             ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
             ds.PixelData = rng.integers(0, 2000, size=(height, width), dtype=np.uint16).tobytes()
-            pydicom.dcmwrite(image, ds, enforce_file_format=True)
+            save_dicom(ds, image)
             modality = "CT"
         records.append({"image": str(image), "label": str(label), "modality": modality, "anatomy": "abdomen",
                         "disease": "liver tumor", "datalist_section": "benchmark", "datalist_index": index})

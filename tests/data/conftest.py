@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from scripts.data.coordinates import ProcessorGeometry
+from scripts.data.dicom_files import save_dicom
 
 # A non-square picture (rows = 20, columns = 30) with one bright rectangle at rows 2..4, columns 10..19:
 # its box is [10, 2, 20, 5]. Every reader must give back exactly this picture in (H, W).
@@ -72,7 +73,7 @@ def write_dicom(
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = window
     ds.PixelData = stored.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    save_dicom(ds, path)
     return str(path)
 
 
