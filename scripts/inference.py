@@ -40,7 +40,7 @@ from scripts.engines.inferers import GenerationInferer
 from scripts.networks.checkpoint import load_trainable_weights
 from scripts.networks.coreseg import CoreSeg
 
-__all__ = ["Prediction", "Predictor", "write_mask", "predict", "predict_datalist"]
+__all__ = ["Prediction", "Predictor", "write_mask", "write_label_image", "predict", "predict_datalist"]
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 BUNDLE_ROOT = Path(__file__).resolve().parents[1]
@@ -372,6 +372,54 @@ def write_mask(prediction: Prediction, path: str | Path) -> Path:
         nib.save(nib.Nifti1Image(volume, reference.affine, reference.header), path)
     else:
         Image.fromarray(prediction.mask.astype(np.uint8) * 255).save(path)
+    return path
+
+
+def write_label_image(
+    predictions: Sequence[Prediction], reference: str | Path, path: str | Path, label_value: int = 1
+) -> Path:
+    """Write the masks of one input as a label image in that input's geometry (MONAI Label's label convention).
+
+    A 2D raster input (PNG/JPG/BMP) gives an 8-bit PNG of its size. Any other input (NIfTI, NRRD, MHA, a DICOM
+    file) gives a label volume with the reference's size, spacing, origin and direction, read and written with
+    ITK, in the format of ``path``'s suffix (``.nii.gz``, ``.nrrd``, ...). Each prediction fills its own slice,
+    so the predictions of every slice of a volume make one label volume.
+
+    Args:
+        predictions: predictions for ``reference`` (one for a 2D image; one per predicted slice of a volume).
+        reference: the image the predictions were made on.
+        path: where to write.
+        label_value: the value of lesion pixels (1: the ``lesion`` label of the MONAI Label app).
+    """
+    import itk
+
+    path, reference = Path(path), str(reference)
+    if not predictions:
+        raise ValueError("No predictions to write: expected at least one.")
+    if Path(reference).name.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")):
+        if len(predictions) != 1:
+            raise ValueError(f"A 2D image has one mask, got {len(predictions)} predictions for {reference}.")
+        Image.fromarray(predictions[0].mask.astype(np.uint8) * label_value).save(path)
+        return path
+    image = itk.imread(reference)
+    volume = np.zeros(tuple(itk.size(image))[::-1], dtype=np.uint8)  # ITK arrays are (z, y, x)
+    planes = volume.T  # voxel order (x, y[, z]), as the readers and Prediction.slice_index use it
+    for prediction in predictions:
+        plane = prediction.mask.T.astype(np.uint8) * label_value
+        if prediction.slice_index is None:
+            target = planes if planes.ndim == 2 else planes[..., 0]
+            if planes.ndim == 3 and planes.shape[2] != 1:
+                raise ValueError(f"A prediction without slice index cannot fill the volume {reference}.")
+        else:
+            axis = 2 if prediction.slice_axis is None else int(prediction.slice_axis)
+            target = np.moveaxis(planes, axis, 0)[int(prediction.slice_index)]
+        if target.shape != plane.shape:
+            raise ValueError(f"Mask {prediction.mask.shape} (height, width) does not fit the image {reference} "
+                             f"({target.shape[::-1]} in height, width).")
+        target[...] = plane
+    label = itk.image_from_array(np.ascontiguousarray(volume))
+    label.CopyInformation(image)
+    itk.imwrite(label, str(path), compression=True)
     return path
 
 

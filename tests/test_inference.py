@@ -11,7 +11,7 @@ from monai.bundle import ConfigWorkflow
 from PIL import Image
 
 from scripts.data.transforms import LoadImageAndLabeld
-from scripts.inference import Prediction, Predictor, predict, write_mask
+from scripts.inference import Prediction, Predictor, predict, write_label_image, write_mask
 from scripts.networks import save_trainable_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +86,29 @@ def test_written_masks_read_back_as_the_same_labels(tmp_path):
     written = write_mask(prediction, tmp_path / "mask.png")
     sample = LoadImageAndLabeld()({"image": str(png), "label": str(written)})
     np.testing.assert_array_equal(np.asarray(sample["label"])[0], mask)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd"])
+def test_label_image_of_several_slices_reads_back_slice_by_slice(tmp_path, suffix):
+    """write_label_image (the MONAI Label app's writer): every slice's mask, label value 1, the input's grid."""
+    image = _volume(tmp_path)
+    masks = {0: np.zeros((28, 36), np.uint8), 2: np.zeros((28, 36), np.uint8)}
+    masks[0][3:9, 20:33], masks[2][10:12, 1:5] = 1, 1
+    predictions = [Prediction(image=image, question="q", completion="", reasoning="", answer="", format_valid=True,
+                              format_error="", seg_count=1, no_lesion=False, boxes=[], mask=mask,
+                              image_size=(28, 36), slice_index=index, slice_axis=2) for index, mask in masks.items()]
+    written = write_label_image(predictions, image, tmp_path / f"label{suffix}")
+    for index in range(nib.load(image).shape[2]):
+        sample = LoadImageAndLabeld()({"image": image, "label": str(written), "slice_index": index})
+        np.testing.assert_array_equal(np.asarray(sample["label"])[0], masks.get(index, 0 * masks[0]))
+    if suffix == ".nii.gz":
+        np.testing.assert_allclose(nib.load(written).affine, nib.load(image).affine, atol=1e-5)
+        assert set(np.unique(np.asarray(nib.load(written).dataobj)).tolist()) == {0, 1}
+    with pytest.raises(ValueError, match="No predictions"):
+        write_label_image([], image, tmp_path / "none.nii.gz")
+    predictions[0].mask = np.zeros((5, 5), np.uint8)
+    with pytest.raises(ValueError, match="does not fit"):
+        write_label_image(predictions, image, tmp_path / "bad.nii.gz")
 
 
 def test_bad_requests_are_reported(predictor, tmp_path):

@@ -1,0 +1,5 @@
+# Copyright 2026 CORE-Seg bundle contributors
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+from .reasoning_segmentation import InferRequestError, ReasoningSegmentation
+
+__all__ = ["InferRequestError", "ReasoningSegmentation"]

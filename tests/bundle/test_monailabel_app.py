@@ -1,0 +1,210 @@
+# Copyright 2026 CORE-Seg bundle contributors
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""The MONAI Label app on a real server (tests/bundle/conftest.py), through MONAI Label's own client and ours."""
+
+from __future__ import annotations
+
+import threading
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import itk
+import nibabel as nib
+import numpy as np
+import pytest
+import requests
+from CoreSegLib import CoreSegClient, ServerError
+from monailabel.client import MONAILabelClient
+from monailabel.client.client import MONAILabelClientException
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from scripts.data.dicom_files import save_dicom
+
+QUESTION = "Where is the liver tumor?"
+MODEL = "coreseg"
+
+
+def _write_dicom_series(folder: Path, planes: np.ndarray) -> list[Path]:
+    """One CT file per (rows, columns) plane, 2.5 mm apart, as a scanner writes a series."""
+    folder.mkdir(parents=True, exist_ok=True)
+    study, series = generate_uid(), generate_uid()
+    paths = []
+    for index, plane in enumerate(planes):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = meta, CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality, ds.InstanceNumber = study, series, "CT", index + 1
+        ds.PatientID, ds.PatientName = "CORESEG-TEST", "Test^Series"
+        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, 2.5 * index], [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing, ds.SliceThickness = [0.7, 0.8], 2.5
+        ds.Rows, ds.Columns = plane.shape
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.PixelData = (plane.astype(np.uint16) * 4 + 900).tobytes()
+        paths.append(save_dicom(ds, folder / f"slice_{index:03d}.dcm"))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def client(coreseg_server) -> CoreSegClient:
+    return CoreSegClient(coreseg_server.url, timeout=300)
+
+
+def test_info_lists_the_reasoning_model_with_its_question_parameter(coreseg_server):
+    info = MONAILabelClient(coreseg_server.url).info()
+    assert info["name"] == "CORE-Seg"
+    model = info["models"][MODEL]
+    assert model["type"] == "segmentation" and model["labels"] == {"lesion": 1}
+    assert model["config"]["question"] == ""
+    assert CoreSegClient(coreseg_server.url).reasoning_models() == [MODEL]
+
+
+def test_2d_round_trip_with_monailabel_client_gives_the_predictor_answer(coreseg_server, demo_predictor, tmp_path):
+    label_file, params = MONAILabelClient(coreseg_server.url, tmpdir=str(tmp_path)).infer(
+        MODEL, "ct2d", {"question": QUESTION})
+    expected = demo_predictor.predict(coreseg_server.studies / "ct2d.png", QUESTION)
+    assert params["question"] == QUESTION
+    assert params["completion"] == expected.completion
+    assert (params["reasoning"], params["answer"], params["boxes"]) == (expected.reasoning, expected.answer,
+                                                                        expected.boxes)
+    assert params["format_valid"] == expected.format_valid and params["mask_pixels"] == int(expected.mask.sum())
+    label = np.asarray(Image.open(label_file))
+    assert label.shape == Image.open(coreseg_server.studies / "ct2d.png").size[::-1] == expected.mask.shape
+    assert set(np.unique(label)) <= {0, 1}
+    np.testing.assert_array_equal(label, expected.mask)
+
+
+def test_3d_slice_round_trip_keeps_the_volume_geometry(client, coreseg_server, demo_predictor, tmp_path):
+    volume_path = coreseg_server.studies / "ct3d.nii.gz"
+    result = client.infer(MODEL, QUESTION, image_id="ct3d", slice_index=1, output_dir=tmp_path)
+    expected = demo_predictor.predict(volume_path, QUESTION, slice_index=1, slice_axis=2)
+    assert result.params["slice_index"] == 1 and result.params["answer"] == expected.answer
+    assert result.label_path.name.endswith(".nii.gz")
+    label, reference = nib.load(result.label_path), nib.load(volume_path)
+    assert label.shape == reference.shape
+    np.testing.assert_allclose(label.affine, reference.affine, atol=1e-4)
+    data = np.asarray(label.dataobj)
+    np.testing.assert_array_equal(data[:, :, 1], expected.mask.T)  # voxel order: (x, y) = mask transposed
+    assert data[:, :, [0, 2]].sum() == 0
+
+
+def test_3d_every_slice_gives_one_answer_per_slice_in_one_label_volume(client, coreseg_server, demo_predictor,
+                                                                       tmp_path):
+    result = client.infer(MODEL, QUESTION, image_id="ct3d", all_slices=True, result_extension=".nrrd",
+                          output_dir=tmp_path)
+    assert [entry["slice_index"] for entry in result.slices] == [0, 1, 2]
+    label = itk.imread(str(result.label_path))
+    reference = itk.imread(str(coreseg_server.studies / "ct3d.nii.gz"))
+    assert tuple(itk.size(label)) == tuple(itk.size(reference))
+    np.testing.assert_allclose(np.asarray(label.GetOrigin()), np.asarray(reference.GetOrigin()), atol=1e-4)
+    data = itk.array_from_image(label)  # (z, y, x)
+    for entry in result.slices:
+        expected = demo_predictor.predict(coreseg_server.studies / "ct3d.nii.gz", QUESTION,
+                                          slice_index=entry["slice_index"], slice_axis=2)
+        assert entry["completion"] == expected.completion
+        np.testing.assert_array_equal(data[entry["slice_index"]], expected.mask)
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_dicom_series_uploaded_as_a_session(client, tmp_path, as_zip):
+    rng = np.random.default_rng(0)
+    planes = rng.integers(0, 255, size=(3, 40, 48))
+    files = _write_dicom_series(tmp_path / "series", planes)
+    if as_zip:
+        archive = tmp_path / "series.zip"
+        with zipfile.ZipFile(archive, "w") as handle:
+            for path in files:
+                handle.write(path, path.name)
+        session = client.create_session(archive, uncompress=True)
+    else:
+        session = client.create_session(files)
+    try:
+        result = client.infer(MODEL, QUESTION, session_id=session, slice_index=2, output_dir=tmp_path / "out")
+    finally:
+        client.remove_session(session)
+    label = itk.imread(str(result.label_path))
+    assert tuple(itk.size(label)) == (48, 40, 3)  # (columns, rows, slices)
+    np.testing.assert_allclose(label.GetSpacing(), (0.8, 0.7, 2.5), atol=1e-4)
+    assert result.params["image_size"] == [40, 48]
+    data = itk.array_from_image(label)
+    assert data[[0, 1]].sum() == 0 and data[2].sum() == result.params["mask_pixels"]
+
+
+def test_twenty_concurrent_requests_are_all_answered_alike(client):
+    single = client.infer(MODEL, QUESTION, image_id="ct2d")
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(lambda _: client.infer(MODEL, QUESTION, image_id="ct2d"), range(20)))
+    assert len(results) == 20
+    assert all(result.params["completion"] == single.params["completion"] for result in results)
+    assert all(result.label_path is not None and result.label_path.stat().st_size > 0 for result in results)
+
+
+def test_info_answers_while_an_inference_runs(client, coreseg_server):
+    finished = threading.Event()
+    outcome = {}
+
+    def long_inference():
+        outcome["result"] = client.infer(MODEL, QUESTION, image_id="ct3d_long", all_slices=True)
+        finished.set()
+
+    worker = threading.Thread(target=long_inference)
+    worker.start()
+    durations = []
+    time.sleep(0.5)
+    while not finished.is_set():
+        start = time.monotonic()
+        assert requests.get(f"{coreseg_server.url}/info/", timeout=30).status_code == 200
+        if not finished.is_set():  # count only answers given while the inference was still running
+            durations.append(time.monotonic() - start)
+        time.sleep(0.2)
+    worker.join()
+    assert len(outcome["result"].slices) == 12
+    assert durations, "the inference ended before /info/ could be asked"
+    assert max(durations) < 1.0, durations
+
+
+@pytest.mark.parametrize(("params", "image", "status", "says"), [
+    ({}, "ct2d", 422, "no question"),
+    ({"question": "   "}, "ct2d", 422, "no question"),
+    ({"question": "x" * 2001}, "ct2d", 422, "2001 characters"),
+    ({"question": QUESTION}, "no_such_image", 404, "Unknown image 'no_such_image'"),
+    ({"question": QUESTION}, "ct3d", 422, "send 'slice_index'"),
+    ({"question": QUESTION, "slice_index": 7}, "ct3d", 422, "0 to 2"),
+    ({"question": QUESTION, "slice_index": 0, "result_extension": ".jpg"}, "ct3d", 422, "result_extension"),
+])
+def test_bad_requests_get_clear_4xx_errors(client, coreseg_server, params, image, status, says):
+    others = {key: value for key, value in params.items() if key != "question"}
+    with pytest.raises(ServerError) as raised:
+        client.infer(MODEL, params.get("question", ""), image_id=image, **others)
+    assert raised.value.status_code == status and says in raised.value.detail
+    with pytest.raises(MONAILabelClientException) as stock:  # MONAI Label's client gets the same answer
+        MONAILabelClient(coreseg_server.url).infer(MODEL, image, params)
+    assert f"Status: {status}" in stock.value.msg and says in stock.value.msg
+
+
+def test_corrupt_upload_unknown_model_and_bad_json_are_refused_and_the_server_lives_on(client, coreseg_server,
+                                                                                        tmp_path):
+    corrupt = tmp_path / "scan.png"
+    corrupt.write_bytes(b"this is not a PNG")
+    with pytest.raises(ServerError) as raised:
+        client.infer(MODEL, QUESTION, image_file=corrupt)
+    assert raised.value.status_code == 422 and "Cannot read the image" in raised.value.detail
+    with pytest.raises(ServerError) as raised:
+        client.infer("no_such_model", QUESTION, image_id="ct2d")
+    assert raised.value.status_code == 404 and "Unknown model" in raised.value.detail
+    response = requests.post(f"{coreseg_server.url}/infer/{MODEL}", params={"image": "ct2d"},
+                             files={"params": (None, "{not json")}, timeout=30)
+    assert response.status_code == 400 and "not valid JSON" in response.json()["detail"]
+    with pytest.raises(ServerError) as raised:
+        client.infer(MODEL, QUESTION, session_id="no-such-session")
+    assert raised.value.status_code == 404
+    assert coreseg_server.process.poll() is None
+    assert client.infer(MODEL, QUESTION, image_file=coreseg_server.studies / "ct2d.png").format_valid in (True, False)
+    assert client.info()["models"][MODEL]
