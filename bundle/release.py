@@ -3,7 +3,8 @@
 """Build the bundle's release zip as the MONAI model zoo does, for ``python -m monai.bundle download``.
 
 The zip holds one top-level folder named after the bundle with what a bundle run needs: ``configs/``, ``docs/``,
-``models/``, ``scripts/``, ``sample_data/`` and ``LICENSE``. Weights larger than ``max_file_mb`` can stay out of it:
+``models/``, ``scripts/``, ``sample_data/``, ``LICENSE`` and the serving front ends (the MONAI Label app
+``bundle/monailabel_app/`` and the 3D Slicer module ``bundle/slicer/``). Weights larger than ``max_file_mb`` can stay out of it:
 with ``large_files_url`` they are listed in ``large_files.yml`` (path, URL, SHA-256), which
 ``python -m monai.bundle download_large_files`` reads, and copied to ``<output_dir>/<name>_v<version>_files/``
 for upload under that URL. Entries are sorted and carry a fixed date and mode, so the same files give the same
@@ -34,8 +35,11 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Folder name inside the zip and the ``--name`` of ``monai.bundle download``.
 BUNDLE_NAME = "coreseg"
 #: What the release holds, relative to the bundle root.
-RELEASE_CONTENT = ("configs", "docs", "models", "scripts", "sample_data", "LICENSE")
+RELEASE_CONTENT = ("configs", "docs", "models", "scripts", "sample_data", "LICENSE", "bundle/monailabel_app",
+                   "bundle/slicer")
 _SKIPPED_PARTS = {"__pycache__", ".ipynb_checkpoints"}
+#: What ``monailabel start_server`` creates in the app folder of a checkout: run-time state, not release content.
+_SKIPPED_FOLDERS = ("bundle/monailabel_app/bin", "bundle/monailabel_app/logs", "bundle/monailabel_app/model")
 _SKIPPED_SUFFIXES = {".pyc", ".pyo"}
 #: The zip format's earliest date: fixed entry times make the archive reproducible.
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)
@@ -64,7 +68,8 @@ def _release_files(root: Path) -> list[Path]:
             raise FileNotFoundError(f"The release needs {path}, which does not exist.")
         candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         files += [p for p in candidates
-                  if not (_SKIPPED_PARTS & set(p.relative_to(root).parts)) and p.suffix not in _SKIPPED_SUFFIXES]
+                  if not (_SKIPPED_PARTS & set(p.relative_to(root).parts)) and p.suffix not in _SKIPPED_SUFFIXES
+                  and not p.relative_to(root).as_posix().startswith(tuple(f"{f}/" for f in _SKIPPED_FOLDERS))]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 

@@ -93,6 +93,9 @@ def test_3d_slice_round_trip_keeps_the_volume_geometry(client, coreseg_server, d
     data = np.asarray(label.dataobj)
     np.testing.assert_array_equal(data[:, :, 1], expected.mask.T)  # voxel order: (x, y) = mask transposed
     assert data[:, :, [0, 2]].sum() == 0
+    # the stock Slicer plugin's Options table sends numbers as text
+    as_text = client.infer(MODEL, QUESTION, image_id="ct3d", slice_index="1", output_dir=tmp_path / "text")
+    assert as_text.params["slice_index"] == 1 and as_text.params["completion"] == result.params["completion"]
 
 
 def test_3d_every_slice_gives_one_answer_per_slice_in_one_label_volume(client, coreseg_server, demo_predictor,
@@ -178,6 +181,7 @@ def test_info_answers_while_an_inference_runs(client, coreseg_server):
     ({"question": QUESTION}, "ct3d", 422, "send 'slice_index'"),
     ({"question": QUESTION, "slice_index": 7}, "ct3d", 422, "0 to 2"),
     ({"question": QUESTION, "slice_index": 0, "result_extension": ".jpg"}, "ct3d", 422, "result_extension"),
+    ({"question": QUESTION, "slice_index": 0, "slice_axis": "x"}, "ct3d", 422, "slice_axis must be 0, 1 or 2"),
 ])
 def test_bad_requests_get_clear_4xx_errors(client, coreseg_server, params, image, status, says):
     others = {key: value for key, value in params.items() if key != "question"}

@@ -47,9 +47,12 @@ def test_release_zip_is_reproducible_and_shaped_like_a_model_zoo_bundle(tmp_path
         infos = archive.infolist()
     assert {name.split("/", 1)[0] for name in names} == {BUNDLE_NAME}
     for needed in ("configs/metadata.json", "configs/inference.json", "configs/train_sft.json", "scripts/__init__.py",
-                   "models/model.pt", "docs/README.md", "LICENSE", "sample_data/datalist.json"):
+                   "models/model.pt", "docs/README.md", "LICENSE", "sample_data/datalist.json",
+                   "bundle/monailabel_app/main.py", "bundle/monailabel_app/coreseg_server.py",
+                   "bundle/slicer/CoreSeg/CoreSeg.py", "bundle/slicer/CoreSeg/CoreSegLib/client.py"):
         assert f"{BUNDLE_NAME}/{needed}" in names, needed
     assert not any("__pycache__" in name or name.endswith(".pyc") or "/tests/" in name for name in names)
+    assert not any(name.startswith(f"{BUNDLE_NAME}/bundle/monailabel_app/logs/") for name in names)
     assert names == sorted(names) and {info.date_time for info in infos} == {(1980, 1, 1, 0, 0, 0)}
     assert first.large_files == [] and first.large_files_dir is None
 

@@ -69,8 +69,7 @@ class ReasoningSegmentation(InferTask):
             dimension=2,
             description=description,
             # string values show as editable cells in the stock Slicer plugin's Options table
-            config={"question": "", "slice_index": -1, "all_slices": False, "result_extension": ".nii.gz",
-                    "max_question_chars": max_question_chars},
+            config={"question": "", "slice_index": -1, "all_slices": False, "result_extension": ".nii.gz"},
         )
         self.predictor = predictor
         self.max_question_chars = max_question_chars
@@ -90,22 +89,26 @@ class ReasoningSegmentation(InferTask):
             raise InferRequestError(404, f"Image {image!r} not found: give the id of an image of the datastore, "
                                          "upload it as 'file' or create a session.")
         workdir = Path(tempfile.mkdtemp(prefix="coreseg_infer_"))
+        waited = 0.0
         try:
             path = self._readable_path(Path(str(image)), workdir)
             records = self._records(path, question, request)
-            samples = [self._preprocess(record) for record in records]
-            queued = time.time()
+            extension = self._label_extension(path, request)
             predictions = []
-            with self._model_lock:
-                locked = time.time()
-                for first in range(0, len(samples), self.batch_size):
-                    predictions.extend(self.predictor.predict_samples(samples[first:first + self.batch_size]))
-            label = self._write_label(predictions, path, request)
+            # Batch by batch: slices are read outside the lock, and a long every-slice request lets other
+            # requests in between its batches.
+            for first in range(0, len(records), self.batch_size):
+                samples = [self._preprocess(record) for record in records[first:first + self.batch_size]]
+                queued = time.time()
+                with self._model_lock:
+                    waited += time.time() - queued
+                    predictions.extend(self.predictor.predict_samples(samples))
+            label = self._write_label(predictions, path, extension)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         result = self._result_json(question, predictions, all_slices=len(records) > 1 or _flag(request, "all_slices"))
-        result["latencies"] = {"pre": round(queued - start, 3), "queue": round(locked - queued, 3),
-                               "infer": round(time.time() - locked, 3), "total": round(time.time() - start, 3)}
+        total = time.time() - start
+        result["latencies"] = {"queue": round(waited, 3), "total": round(total, 3)}
         return str(label), result
 
     # ------------------------------------------------------------------------------------------ request checks
@@ -145,14 +148,14 @@ class ReasoningSegmentation(InferTask):
         record.update({k: request[k] for k in ("modality", "anatomy", "window") if request.get(k) not in (None, "")})
         if not header.is_volume:
             return [record]
-        axis = int(request.get("slice_axis", 2))
+        axis = _integer(request.get("slice_axis", 2))
         if axis not in (0, 1, 2):
             raise InferRequestError(422, f"slice_axis must be 0, 1 or 2, got {axis}.")
         depth = header.spatial_shape[axis]
         if _flag(request, "all_slices"):
             return [{**record, "slice_index": index, "slice_axis": axis} for index in range(depth)]
-        index = request.get("slice_index", -1)
-        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < depth:
+        index = _integer(request.get("slice_index", -1))
+        if index is None or not 0 <= index < depth:
             raise InferRequestError(422, f"The image is a volume with {depth} slices across axis {axis}: send "
                                          f"'slice_index' (0 to {depth - 1}, the slice to segment) or "
                                          "'all_slices': true.")
@@ -166,16 +169,19 @@ class ReasoningSegmentation(InferTask):
 
     # ------------------------------------------------------------------------------------------ outputs
     @staticmethod
-    def _write_label(predictions: list, path: Path, request: Mapping) -> Path:
+    def _label_extension(path: Path, request: Mapping) -> str:
+        if path.name.lower().endswith(_RASTER_SUFFIXES):
+            return ".png"
+        extension = str(request.get("result_extension") or ".nii.gz")
+        if extension not in _LABEL_EXTENSIONS:
+            raise InferRequestError(422, f"result_extension {extension!r} is not supported for 3D images: use one "
+                                         f"of {', '.join(_LABEL_EXTENSIONS)}.")
+        return extension
+
+    @staticmethod
+    def _write_label(predictions: list, path: Path, extension: str) -> Path:
         from scripts.inference import write_label_image
 
-        if path.name.lower().endswith(_RASTER_SUFFIXES):
-            extension = ".png"
-        else:
-            extension = str(request.get("result_extension") or ".nii.gz")
-            if extension not in _LABEL_EXTENSIONS:
-                raise InferRequestError(422, f"result_extension {extension!r} is not supported for 3D images: use "
-                                             f"one of {', '.join(_LABEL_EXTENSIONS)}.")
         label = Path(tempfile.NamedTemporaryFile(prefix="coreseg_label_", suffix=extension, delete=False).name)
         return write_label_image(predictions, path, label)
 
@@ -187,6 +193,17 @@ class ReasoningSegmentation(InferTask):
             return {"question": question, "slices": entries,
                     "format_valid": all(entry["format_valid"] for entry in entries)}
         return entries[0]
+
+
+def _integer(value: object) -> int | None:
+    """An integer parameter, also as text (the stock Slicer plugin's Options table sends strings); None if not."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
 
 
 def _flag(request: Mapping, key: str) -> bool:

@@ -1,0 +1,96 @@
+# Copyright 2026 CORE-Seg bundle contributors
+# Licensed under the Apache License, Version 2.0 (see LICENSE).
+"""Measure a running CORE-Seg MONAI Label server: request latency, ``/info/`` during an inference, concurrency.
+
+Prints the figures (docs/serving.md records them). The server must hold a 2D image and a volume in its datastore.
+
+Example (from the bundle root, a server started as docs/serving.md says)::
+
+    python bundle/benchmark_serving.py --url http://127.0.0.1:8000 --image ct2d --volume ct3d_long --concurrent 20
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "slicer" / "CoreSeg"))
+from CoreSegLib import CoreSegClient, ServerError  # noqa: E402 (the Slicer module's package, by its folder)
+
+__all__ = ["benchmark"]
+
+
+def benchmark(url: str, image: str, volume: str, model: str = "coreseg", concurrent: int = 20,
+              question: str = "Where is the liver tumor?") -> dict[str, float]:
+    """Run the three measurements and print them.
+
+    Args:
+        url: server URL.
+        image: datastore id of a 2D image (single requests and the concurrent burst).
+        volume: datastore id of a volume, segmented slice by slice (``all_slices``) while ``/info/`` is polled.
+        model: the reasoning model's name.
+        concurrent: requests sent at once.
+        question: the question asked.
+    """
+    client = CoreSegClient(url, timeout=1800)
+    figures: dict[str, float] = {}
+    client.infer(model, question, image_id=image)  # warm-up
+    latencies = []
+    for _ in range(5):
+        start = time.perf_counter()
+        client.infer(model, question, image_id=image)
+        latencies.append(time.perf_counter() - start)
+    figures["infer_2d_median_s"] = statistics.median(latencies)
+
+    done = threading.Event()
+    infer_time = {}
+
+    def long_inference() -> None:
+        start = time.perf_counter()
+        client.infer(model, question, image_id=volume, all_slices=True)
+        infer_time["s"] = time.perf_counter() - start
+        done.set()
+
+    worker = threading.Thread(target=long_inference)
+    worker.start()
+    time.sleep(0.3)
+    info = []
+    while not done.is_set():
+        start = time.perf_counter()
+        requests.get(f"{url}/info/", timeout=1800).raise_for_status()
+        if not done.is_set():
+            info.append(time.perf_counter() - start)
+        time.sleep(0.1)
+    worker.join()
+    figures["volume_all_slices_s"] = infer_time["s"]
+    figures["info_during_inference_n"] = len(info)
+    figures["info_during_inference_median_s"] = statistics.median(info) if info else float("nan")
+    figures["info_during_inference_max_s"] = max(info) if info else float("nan")
+
+    def one(_: int) -> bool:
+        try:
+            return client.infer(model, question, image_id=image).label_path is not None
+        except ServerError:
+            return False
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrent) as pool:
+        answered = sum(pool.map(one, range(concurrent)))
+    figures["concurrent_requests"] = concurrent
+    figures["concurrent_answered"] = answered
+    figures["concurrent_wall_s"] = time.perf_counter() - start
+    for key, value in figures.items():
+        print(f"{key:34s} {value:.3f}" if isinstance(value, float) else f"{key:34s} {value}")
+    return figures
+
+
+if __name__ == "__main__":
+    import fire
+
+    fire.Fire(benchmark, serialize=lambda figures: None)  # the figures are printed already
