@@ -11,6 +11,7 @@ Example (from the bundle root, a server started as docs/serving.md says)::
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import threading
@@ -23,7 +24,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent / "slicer" / "CoreSeg"))
 from CoreSegLib import CoreSegClient, ServerError  # noqa: E402 (the Slicer module's package, by its folder)
 
-__all__ = ["benchmark"]
+__all__ = ["benchmark", "main"]
 
 
 def benchmark(url: str, image: str, volume: str, model: str = "coreseg", concurrent: int = 20,
@@ -90,7 +91,17 @@ def benchmark(url: str, image: str, volume: str, model: str = "coreseg", concurr
     return figures
 
 
-if __name__ == "__main__":
-    import fire
+def main(argv: list[str] | None = None) -> None:
+    """Command line. argparse rather than fire: fire turns image ids such as ``00000`` into the number 0."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--image", required=True, help="datastore id of a 2D image")
+    parser.add_argument("--volume", required=True, help="datastore id of a volume")
+    parser.add_argument("--model", default="coreseg")
+    parser.add_argument("--concurrent", type=int, default=20)
+    parser.add_argument("--question", default="Where is the liver tumor?")
+    benchmark(**vars(parser.parse_args(argv)))
 
-    fire.Fire(benchmark, serialize=lambda figures: None)  # the figures are printed already
+
+if __name__ == "__main__":
+    main()

@@ -212,3 +212,11 @@ def test_corrupt_upload_unknown_model_and_bad_json_are_refused_and_the_server_li
     assert coreseg_server.process.poll() is None
     assert client.infer(MODEL, QUESTION, image_file=coreseg_server.studies / "ct2d.png").format_valid in (True, False)
     assert client.info()["models"][MODEL]
+
+
+def test_serving_benchmark_prints_its_figures(coreseg_server, capsys):
+    from bundle.benchmark_serving import main
+
+    main(["--url", coreseg_server.url, "--image", "ct2d", "--volume", "ct3d", "--concurrent", "3"])
+    printed = dict(line.split() for line in capsys.readouterr().out.strip().splitlines())
+    assert printed["concurrent_answered"] == "3" and float(printed["infer_2d_median_s"]) > 0
