@@ -35,6 +35,7 @@ from scripts.data.collate import CoreSegCollator, model_inputs
 from scripts.data.coordinates import ProcessorGeometry, clip_boxes, mllm_to_original_boxes
 from scripts.data.datalist import load_datalist
 from scripts.data.prompts import parse_completion
+from scripts.data.readers import reader_kind
 from scripts.data.transforms import build_transforms
 from scripts.engines.inferers import GenerationInferer
 from scripts.networks.checkpoint import load_trainable_weights
@@ -355,20 +356,8 @@ def write_mask(prediction: Prediction, path: str | Path) -> Path:
     path = Path(path)
     if path.name.lower().endswith(_NIFTI_SUFFIXES):
         reference = nib.load(prediction.image)
-        shape = reference.shape[:3] if len(reference.shape) >= 3 else reference.shape
-        volume = np.zeros(shape, dtype=np.uint8)
-        plane = prediction.mask.T  # (H, W) -> voxel order (first axis = columns)
-        if volume.ndim == 2:
-            if volume.shape != plane.shape:
-                raise ValueError(f"Mask {prediction.mask.shape} does not fit the 2D NIfTI {shape} of {prediction.image}.")
-            volume[...] = plane
-        else:
-            axis = 2 if prediction.slice_axis is None else int(prediction.slice_axis)
-            index = 0 if prediction.slice_index is None else int(prediction.slice_index)
-            view = np.moveaxis(volume, axis, 0)[index]
-            if view.shape != plane.shape:
-                raise ValueError(f"Mask {prediction.mask.shape} does not fit slice {index} of {prediction.image}.")
-            view[...] = plane
+        volume = np.zeros(reference.shape[:3], dtype=np.uint8)
+        _fill_slices(volume, [prediction], prediction.image, label_value=1)
         nib.save(nib.Nifti1Image(volume, reference.affine, reference.header), path)
     else:
         Image.fromarray(prediction.mask.astype(np.uint8) * 255).save(path)
@@ -396,20 +385,32 @@ def write_label_image(
     path, reference = Path(path), str(reference)
     if not predictions:
         raise ValueError("No predictions to write: expected at least one.")
-    if Path(reference).name.lower().endswith((".png", ".jpg", ".jpeg", ".bmp")):
+    if reader_kind(reference) == "pil":
         if len(predictions) != 1:
             raise ValueError(f"A 2D image has one mask, got {len(predictions)} predictions for {reference}.")
         Image.fromarray(predictions[0].mask.astype(np.uint8) * label_value).save(path)
         return path
     image = itk.imread(reference)
     volume = np.zeros(tuple(itk.size(image))[::-1], dtype=np.uint8)  # ITK arrays are (z, y, x)
-    planes = volume.T  # voxel order (x, y[, z]), as the readers and Prediction.slice_index use it
+    _fill_slices(volume.T, predictions, reference, label_value)  # .T: a view in voxel order (x, y[, z])
+    label = itk.image_from_array(np.ascontiguousarray(volume))
+    label.CopyInformation(image)
+    itk.imwrite(label, str(path), compression=True)
+    return path
+
+
+def _fill_slices(planes: np.ndarray, predictions: Sequence[Prediction], reference: str, label_value: int) -> None:
+    """Put each prediction's mask into its slice of ``planes``, a 2D or 3D array in voxel order ``(x, y[, z])``.
+
+    Axes as the readers use them: a slice's rows run along its second voxel axis, its columns along the first.
+    A prediction without slice index fills a 2D array, or a volume one slice deep.
+    """
     for prediction in predictions:
-        plane = prediction.mask.T.astype(np.uint8) * label_value
+        plane = prediction.mask.T.astype(np.uint8) * label_value  # (H, W) -> voxel order (first axis = columns)
         if prediction.slice_index is None:
-            target = planes if planes.ndim == 2 else planes[..., 0]
             if planes.ndim == 3 and planes.shape[2] != 1:
                 raise ValueError(f"A prediction without slice index cannot fill the volume {reference}.")
+            target = planes if planes.ndim == 2 else planes[..., 0]
         else:
             axis = 2 if prediction.slice_axis is None else int(prediction.slice_axis)
             target = np.moveaxis(planes, axis, 0)[int(prediction.slice_index)]
@@ -417,10 +418,6 @@ def write_label_image(
             raise ValueError(f"Mask {prediction.mask.shape} (height, width) does not fit the image {reference} "
                              f"({target.shape[::-1]} in height, width).")
         target[...] = plane
-    label = itk.image_from_array(np.ascontiguousarray(volume))
-    label.CopyInformation(image)
-    itk.imwrite(label, str(path), compression=True)
-    return path
 
 
 def _stem(path: str) -> str:

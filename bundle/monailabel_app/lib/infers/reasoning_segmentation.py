@@ -38,7 +38,6 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 logger = logging.getLogger(__name__)
 
 _LABEL_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
-_RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 class InferRequestError(MONAILabelException):
@@ -170,7 +169,9 @@ class ReasoningSegmentation(InferTask):
     # ------------------------------------------------------------------------------------------ outputs
     @staticmethod
     def _label_extension(path: Path, request: Mapping) -> str:
-        if path.name.lower().endswith(_RASTER_SUFFIXES):
+        from scripts.data.readers import reader_kind
+
+        if reader_kind(path) == "pil":  # 2D raster images (PNG/JPG/BMP)
             return ".png"
         extension = str(request.get("result_extension") or ".nii.gz")
         if extension not in _LABEL_EXTENSIONS:
