@@ -21,6 +21,8 @@ from typing import Any, Union
 
 import requests
 
+from .results import answer_entries
+
 __all__ = ["CoreSegClient", "InferResult", "ServerError", "parse_multipart"]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -55,7 +57,7 @@ class InferResult:
     slices: list[dict[str, Any]] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.slices = list(self.params.get("slices") or [self.params])
+        self.slices = answer_entries(self.params)
 
     @property
     def format_valid(self) -> bool:

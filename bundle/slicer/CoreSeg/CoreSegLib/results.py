@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["reasoning_report", "segment_name"]
+__all__ = ["answer_entries", "reasoning_report", "segment_name"]
 
 _MAX_NAME = 60
 
@@ -16,7 +16,7 @@ def segment_name(question: str, params: dict[str, Any]) -> str:
     name = " ".join(question.split())
     if len(name) > _MAX_NAME:
         name = name[: _MAX_NAME - 3].rstrip() + "..."
-    entries = _entries(params)
+    entries = answer_entries(params)
     if entries and not any(entry.get("format_valid") for entry in entries):
         name += " (invalid answer)"
     elif entries and all(entry.get("no_lesion") for entry in entries):
@@ -27,7 +27,7 @@ def segment_name(question: str, params: dict[str, Any]) -> str:
 def reasoning_report(params: dict[str, Any]) -> str:
     """Readable text of the answer(s): per slice, the reasoning, the answer, the boxes and any format problem."""
     lines = [f"Question: {params.get('question', '')}"]
-    for entry in _entries(params):
+    for entry in answer_entries(params):
         lines.append("")
         if entry.get("slice_index") is not None:
             lines.append(f"Slice {entry['slice_index']} (axis {entry.get('slice_axis', 2)})")
@@ -43,5 +43,6 @@ def reasoning_report(params: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _entries(params: dict[str, Any]) -> list[dict[str, Any]]:
+def answer_entries(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per answer: the ``slices`` of an every-slice answer, else the answer itself."""
     return list(params.get("slices") or [params])
