@@ -19,10 +19,9 @@ from CoreSegLib import CoreSegClient, ServerError
 from monailabel.client import MONAILabelClient
 from monailabel.client.client import MONAILabelClientException
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
-from scripts.data.dicom_files import save_dicom
+from tests.data.conftest import write_dicom
 
 QUESTION = "Where is the liver tumor?"
 MODEL = "coreseg"
@@ -32,24 +31,12 @@ def _write_dicom_series(folder: Path, planes: np.ndarray) -> list[Path]:
     """One CT file per (rows, columns) plane, 2.5 mm apart, as a scanner writes a series."""
     folder.mkdir(parents=True, exist_ok=True)
     study, series = generate_uid(), generate_uid()
-    paths = []
-    for index, plane in enumerate(planes):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = meta, CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality, ds.InstanceNumber = study, series, "CT", index + 1
-        ds.PatientID, ds.PatientName = "CORESEG-TEST", "Test^Series"
-        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0.0, 0.0, 2.5 * index], [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing, ds.SliceThickness = [0.7, 0.8], 2.5
-        ds.Rows, ds.Columns = plane.shape
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-        ds.PixelData = (plane.astype(np.uint16) * 4 + 900).tobytes()
-        paths.append(save_dicom(ds, folder / f"slice_{index:03d}.dcm"))
-    return paths
+    return [Path(write_dicom(folder / f"slice_{index:03d}.dcm", plane * 4 + 900, intercept=-1024,
+                             StudyInstanceUID=study, SeriesInstanceUID=series, InstanceNumber=index + 1,
+                             PatientID="CORESEG-TEST", PatientName="Test^Series",
+                             ImagePositionPatient=[0.0, 0.0, 2.5 * index], ImageOrientationPatient=[1, 0, 0, 0, 1, 0],
+                             PixelSpacing=[0.7, 0.8], SliceThickness=2.5))
+            for index, plane in enumerate(planes)]
 
 
 @pytest.fixture(scope="module")

@@ -55,8 +55,12 @@ def write_dicom(
     window: tuple[float, float] | None = None,
     photometric: str = "MONOCHROME2",
     modality: str = "CT",
+    **attributes: object,
 ) -> str:
-    """Write a (rows, columns) or (frames, rows, columns) uint16 array as a DICOM file with pydicom."""
+    """Write a (rows, columns) or (frames, rows, columns) uint16 array as a DICOM file with pydicom.
+
+    ``attributes``: further DICOM keywords to set, e.g. ``ImagePositionPatient`` for the slices of a series.
+    """
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -73,6 +77,8 @@ def write_dicom(
     if window is not None:
         ds.WindowCenter, ds.WindowWidth = window
     ds.PixelData = stored.astype(np.uint16).tobytes()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
     save_dicom(ds, path)
     return str(path)
 
