@@ -19,12 +19,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import requests
-
 sys.path.insert(0, str(Path(__file__).resolve().parent / "slicer" / "CoreSeg"))
-from CoreSegLib import CoreSegClient, ServerError  # noqa: E402 (the Slicer module's package, by its folder)
+from CoreSegLib import CoreSegClient, InferResult, ServerError  # noqa: E402 (the Slicer module's package, by its folder)
 
-__all__ = ["benchmark", "main"]
+__all__ = ["benchmark", "info_latencies_during_inference", "main"]
 
 
 def benchmark(url: str, image: str, volume: str, model: str = "coreseg", concurrent: int = 20,
@@ -49,27 +47,7 @@ def benchmark(url: str, image: str, volume: str, model: str = "coreseg", concurr
         latencies.append(time.perf_counter() - start)
     figures["infer_2d_median_s"] = statistics.median(latencies)
 
-    done = threading.Event()
-    infer_time = {}
-
-    def long_inference() -> None:
-        start = time.perf_counter()
-        client.infer(model, question, image_id=volume, all_slices=True)
-        infer_time["s"] = time.perf_counter() - start
-        done.set()
-
-    worker = threading.Thread(target=long_inference)
-    worker.start()
-    time.sleep(0.3)
-    info = []
-    while not done.is_set():
-        start = time.perf_counter()
-        requests.get(f"{url}/info/", timeout=1800).raise_for_status()
-        if not done.is_set():
-            info.append(time.perf_counter() - start)
-        time.sleep(0.1)
-    worker.join()
-    figures["volume_all_slices_s"] = infer_time["s"]
+    _, info, figures["volume_all_slices_s"] = info_latencies_during_inference(client, model, question, volume)
     figures["info_during_inference_n"] = len(info)
     figures["info_during_inference_median_s"] = statistics.median(info) if info else float("nan")
     figures["info_during_inference_max_s"] = max(info) if info else float("nan")
@@ -89,6 +67,46 @@ def benchmark(url: str, image: str, volume: str, model: str = "coreseg", concurr
     for key, value in figures.items():
         print(f"{key:34s} {value:.3f}" if isinstance(value, float) else f"{key:34s} {value}")
     return figures
+
+
+def info_latencies_during_inference(client: CoreSegClient, model: str, question: str, volume: str,
+                                    pause: float = 0.1) -> tuple[InferResult, list[float], float]:
+    """Segment every slice of ``volume`` while polling ``/info/``.
+
+    Returns:
+        The inference's result, the durations of the ``/info/`` calls answered while it was still running, and
+        the inference's own duration (seconds).
+
+    Raises:
+        ServerError: the inference failed (raised once polling has stopped).
+    """
+    done = threading.Event()
+    outcome: dict = {}
+
+    def long_inference() -> None:
+        start = time.perf_counter()
+        try:
+            outcome["result"] = client.infer(model, question, image_id=volume, all_slices=True)
+        except Exception as error:  # re-raised in the caller's thread
+            outcome["error"] = error
+        finally:
+            outcome["seconds"] = time.perf_counter() - start
+            done.set()
+
+    worker = threading.Thread(target=long_inference)
+    worker.start()
+    time.sleep(3 * pause)
+    durations = []
+    while not done.is_set():
+        start = time.perf_counter()
+        client.info()
+        if not done.is_set():  # count only answers given while the inference was still running
+            durations.append(time.perf_counter() - start)
+        time.sleep(pause)
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"], durations, outcome["seconds"]
 
 
 def main(argv: list[str] | None = None) -> None:

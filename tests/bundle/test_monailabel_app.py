@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -136,26 +134,11 @@ def test_twenty_concurrent_requests_are_all_answered_alike(client):
     assert all(result.label_path is not None and result.label_path.stat().st_size > 0 for result in results)
 
 
-def test_info_answers_while_an_inference_runs(client, coreseg_server):
-    finished = threading.Event()
-    outcome = {}
+def test_info_answers_while_an_inference_runs(client):
+    from bundle.benchmark_serving import info_latencies_during_inference
 
-    def long_inference():
-        outcome["result"] = client.infer(MODEL, QUESTION, image_id="ct3d_long", all_slices=True)
-        finished.set()
-
-    worker = threading.Thread(target=long_inference)
-    worker.start()
-    durations = []
-    time.sleep(0.5)
-    while not finished.is_set():
-        start = time.monotonic()
-        assert requests.get(f"{coreseg_server.url}/info/", timeout=30).status_code == 200
-        if not finished.is_set():  # count only answers given while the inference was still running
-            durations.append(time.monotonic() - start)
-        time.sleep(0.2)
-    worker.join()
-    assert len(outcome["result"].slices) == 12
+    result, durations, _ = info_latencies_during_inference(client, MODEL, QUESTION, "ct3d_long", pause=0.2)
+    assert len(result.slices) == 12
     assert durations, "the inference ended before /info/ could be asked"
     assert max(durations) < 1.0, durations
 
