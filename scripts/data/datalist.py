@@ -48,6 +48,7 @@ __all__ = [
     "load_datalist",
     "prepare_record",
     "read_datalist",
+    "read_datalist_json",
     "resolve_path",
 ]
 
@@ -98,6 +99,24 @@ def read_datalist(
         FileNotFoundError: no such file.
         DatalistError: invalid JSON, no known section, a section that is not a list, or a malformed record.
     """
+    content = read_datalist_json(path, sections)
+    base = Path(base_dir) if base_dir is not None else Path(path).parent
+    return {section: [prepare_record(row, index, section, base) for index, row in enumerate(rows)]
+            for section, rows in content.items()}
+
+
+def read_datalist_json(path: str | os.PathLike, sections: Sequence[str] | None = None) -> dict[str, list]:
+    """The raw rows of a datalist's sections, with the file's structure checked (rows are not prepared).
+
+    Args:
+        path: the JSON file.
+        sections: sections to return (default: those of :data:`SECTIONS` present in the file).
+
+    Raises:
+        FileNotFoundError: no such file.
+        DatalistError: invalid JSON, no known section, a missing requested section, or a section that is not a
+            list.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Datalist not found: {str(path)!r}.")
@@ -112,7 +131,6 @@ def read_datalist(
     if not wanted:
         raise DatalistError(f"Datalist {str(path)!r} has none of the sections {list(SECTIONS)} "
                             f"(found keys: {sorted(content)}).")
-    base = Path(base_dir) if base_dir is not None else path.parent
     result = {}
     for section in wanted:
         if section not in content:
@@ -121,7 +139,7 @@ def read_datalist(
         if not isinstance(rows, list):
             raise DatalistError(f"Section {section!r} of {str(path)!r} must be a list of records, "
                                 f"got a {type(rows).__name__}.")
-        result[section] = [prepare_record(row, index, section, base) for index, row in enumerate(rows)]
+        result[section] = rows
     return result
 
 
