@@ -27,7 +27,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from ..transforms import LoadImageAndLabeld, ScaleIntensityByModalityd
 from .difficulty import DifficultySettings, SourceDifficulty, filter_source
+from .files import reject_unknown_keys, settings_from_mapping, write_json
 from .generation import case_picture, case_question, generate_reasoning, lesion_summary, template_reasoning
 from .ingest import IngestReport, SourceSpec, ingest_sources
 from .llm import ChatEndpoint, EndpointError, EndpointSettings, MalformedReplyError, ResponseCache
@@ -46,15 +47,6 @@ __all__ = ["TextSettings", "SplitSettings", "BuildConfig", "Annotation", "annota
 
 #: Stages a build can stop after.
 STAGES: tuple[str, ...] = ("ingest", "filter", "text")
-
-
-def _settings(cls, values: Mapping[str, Any] | None, what: str):
-    values = dict(values or {})
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"Unknown {what} settings {unknown}; expected keys among {sorted(known)}.")
-    return cls(**values)
 
 
 @dataclass
@@ -117,21 +109,18 @@ class BuildConfig:
     def from_mapping(cls, values: Mapping[str, Any]) -> BuildConfig:
         """A config from a mapping: ``sources`` (list, required), ``difficulty``, ``generator``, ``scorer``,
         ``text``, ``split`` (objects) and ``filter`` (false skips the difficulty filter)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown builder config keys {unknown}; expected keys among {sorted(known)}.")
+        reject_unknown_keys(values, cls, "builder config keys")
         sources = values.get("sources")
         if not isinstance(sources, list) or not sources:
             raise ValueError("The builder config needs 'sources': a non-empty list of source objects "
                              "(name, images + masks or datalist, modality, anatomy, disease...).")
         return cls(
             sources=[SourceSpec.from_mapping(s) for s in sources],
-            difficulty=_settings(DifficultySettings, values.get("difficulty"), "difficulty"),
+            difficulty=settings_from_mapping(DifficultySettings, values.get("difficulty"), "difficulty settings"),
             generator=EndpointSettings.from_config(values.get("generator"), "generator"),
             scorer=EndpointSettings.from_config(values.get("scorer"), "scorer"),
-            text=_settings(TextSettings, values.get("text"), "text"),
-            split=_settings(SplitSettings, values.get("split"), "split"),
+            text=settings_from_mapping(TextSettings, values.get("text"), "text settings"),
+            split=settings_from_mapping(SplitSettings, values.get("split"), "split settings"),
             filter=bool(values.get("filter", True)),
         )
 
@@ -267,12 +256,6 @@ def split_records(records: Sequence[Mapping[str, Any]], settings: SplitSettings)
             "test": [dict(r) for r in records if str(r["image"]) in test_images]}
 
 
-def _write_json(path: Path, payload: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    return path
-
-
 def _run_filter(records: list[dict], config: BuildConfig, out_dir: Path,
                 progress: bool) -> tuple[list[dict], list[SourceDifficulty]]:
     by_source: dict[str, list[dict]] = {}
@@ -287,7 +270,7 @@ def _run_filter(records: list[dict], config: BuildConfig, out_dir: Path,
             kept.append({**source_records[index],
                          "difficulty": {"mean_error": round(float(np.nanmean(column)), 4),
                                         "votes": int(result.votes[index]), "models": int(column.size)}})
-    _write_json(out_dir / "difficulty" / "summary.json", [r.summary() for r in results])
+    write_json(out_dir / "difficulty" / "summary.json", [r.summary() for r in results])
     return kept, results
 
 
@@ -342,7 +325,7 @@ def _text_report(annotations: Sequence[Annotation], endpoints: Mapping[str, Chat
         "failed": [{"image": a.record["image"], "slice_index": a.record.get("slice_index"), "reason": a.reason}
                    for a in annotations if a.status == "failed"],
     }
-    _write_json(out_dir / "quality_report.json", report)
+    write_json(out_dir / "quality_report.json", report)
     _plot_scores(annotations, settings.quality_threshold, out_dir / "scores.png")
     return report
 
@@ -428,7 +411,7 @@ def build_dataset(
         kept_status = {"accepted", "rejected"} if config.text.keep_rejected else {"accepted"}
         kept = [a.record for a in annotations if a.status in kept_status]
         datalist = split_records(kept, config.split)
-        summary["datalist"] = str(_write_json(out_dir / "datalist.json", datalist))
+        summary["datalist"] = str(write_json(out_dir / "datalist.json", datalist))
         summary["status"] = text["status"]
         summary.update({section: len(rows) for section, rows in datalist.items()})
     summary["report"] = str(_markdown_report(ingest, filtered, text, datalist, out_dir))

@@ -49,6 +49,7 @@ from ...metrics import mask_dice
 # the pipeline's own grey-to-RGB step (one rule for every consumer of the loaded images)
 from ..transforms import LoadImageAndLabeld, ScaleIntensityByModalityd
 from ..transforms import _as_rgb as as_rgb
+from .files import write_json
 
 __all__ = [
     "DifficultySettings",
@@ -365,12 +366,6 @@ def _errors(network: UNet, images: torch.Tensor, masks: torch.Tensor, device: to
     return np.concatenate(errors) if errors else np.zeros(0)
 
 
-def _atomic_write_json(path: Path, payload: Any) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(temporary, path)
-
-
 def _case_key(record: Mapping[str, Any]) -> str:
     return f"{record['image']}#{record.get('slice_index', '')}"
 
@@ -398,7 +393,7 @@ def cross_validated_errors(
     digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12]
     folder = Path(cache_dir) / digest
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write_json(folder / "fingerprint.json", fingerprint)
+    write_json(folder / "fingerprint.json", fingerprint)
     device = torch.device(settings.device) if settings.device else _default_device()
     errors = np.full((settings.models, len(records)), np.nan)
     pending = [(fold, model) for fold in range(settings.folds) for model in range(settings.models)
@@ -408,7 +403,7 @@ def cross_validated_errors(
     failures_path = folder / "unreadable.json"
     if pending or not failures_path.is_file():
         images, masks, failures = load_cases(records, settings.spatial_size, progress)
-        _atomic_write_json(failures_path, failures)
+        write_json(failures_path, failures)
     else:
         failures = [tuple(item) for item in json.loads(failures_path.read_text())]
     readable = np.ones(len(records), dtype=bool)
@@ -436,7 +431,7 @@ def cross_validated_errors(
                     os.replace(weights_path.with_suffix(".pt.tmp"), weights_path)
                 fold_errors = _errors(network, images[held_out], masks[held_out], device,
                                       settings.batch_size).tolist()
-                _atomic_write_json(result_path, {"cases": held_out.tolist(), "errors": fold_errors})
+                write_json(result_path, {"cases": held_out.tolist(), "errors": fold_errors})
             errors[model, held_out] = fold_errors
             bar.update()
     bar.close()
@@ -514,5 +509,5 @@ def filter_source(
             writer.writerow([record["image"], record.get("slice_index", ""), mean,
                              *["" if np.isnan(e) else f"{e:.4f}" for e in column], int(votes[index]),
                              int(hard[index])])
-    _atomic_write_json(folder / "summary.json", result.summary())
+    write_json(folder / "summary.json", result.summary())
     return result

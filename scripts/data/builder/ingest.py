@@ -29,6 +29,7 @@ from ..coordinates import boxes_from_mask
 from ..datalist import INDEX_KEY, SECTION_KEY, DatalistError, prepare_record, read_datalist_json, resolve_path
 from ..readers import SUPPORTED_SUFFIXES, ImageLoader, read_header, reader_kind
 from ..validate import check_record
+from .files import settings_from_mapping, write_json
 
 __all__ = ["SourceSpec", "SkippedItem", "IngestReport", "ingest_source", "ingest_sources", "lesion_slices"]
 
@@ -97,11 +98,7 @@ class SourceSpec:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> SourceSpec:
         """A spec from a config mapping; unknown keys are an error that lists the known ones."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown source settings {unknown}; expected keys among {sorted(known)}.")
-        return cls(**dict(values))
+        return settings_from_mapping(cls, values, "source settings")
 
 
 @dataclass(frozen=True)
@@ -140,10 +137,7 @@ class IngestReport:
 
     def write(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` as JSON."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
+        return write_json(path, self.to_dict())
 
 
 def lesion_slices(mask_volume: np.ndarray, axis: int, min_pixels: int = 1, max_slices: int = 0) -> list[int]:

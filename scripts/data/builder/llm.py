@@ -26,11 +26,13 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+
+from .files import reject_unknown_keys, write_json
 
 __all__ = [
     "EndpointSettings",
@@ -90,10 +92,7 @@ class EndpointSettings:
             role: ``"generator"`` or ``"scorer"`` (the environment variables' infix).
         """
         values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"Unknown {role} endpoint settings {unknown}; expected keys among {sorted(known)}.")
+        reject_unknown_keys(values, cls, f"{role} endpoint settings")
         prefix = f"CORESEG_{role.upper()}_"
         fallbacks = {"base_url": ("OPENAI_BASE_URL",), "api_key": ("OPENAI_API_KEY",), "model": ()}
         for key, others in fallbacks.items():
@@ -138,11 +137,7 @@ class ResponseCache:
 
     def put(self, key: str, content: str, model: str) -> None:
         """Store a reply."""
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f"{path.name}.{threading.get_ident()}.tmp")
-        temporary.write_text(json.dumps({"model": model, "content": content}) + "\n")
-        os.replace(temporary, path)
+        write_json(self._path(key), {"model": model, "content": content}, indent=None)
 
 
 def png_data_url(image: np.ndarray) -> str:
