@@ -52,6 +52,7 @@ __all__ = [
     "build_user_prompt",
     "clean_reasoning",
     "describe_location",
+    "describe_locations",
     "format_boxes",
     "has_box_literal",
     "has_control_token",
@@ -230,7 +231,8 @@ def describe_location(box: Sequence[float], size: Sequence[int]) -> str:
     return f"in the {' '.join(p for p in (row, col) if p)} part of the image"
 
 
-def _describe_locations(boxes: Sequence[Sequence[float]], size: Sequence[int] | None) -> str:
+def describe_locations(boxes: Sequence[Sequence[float]], size: Sequence[int] | None) -> str:
+    """Where the boxes lie, in words, each place once: ``"in the upper left part of the image and centrally"``."""
     if not boxes or size is None:
         return "in the image"
     places = list(dict.fromkeys(describe_location(box, size) for box in boxes))
@@ -288,7 +290,7 @@ def render_reasoning(
     if count:
         sentences.append(_capitalise(_choose(rng, _FOUND_TEMPLATES).format(
             count=_count_word(count), region=region, verb="matches" if count == 1 else "match",
-            location=_describe_locations(boxes, image_size),
+            location=describe_locations(boxes, image_size),
         )))
     else:
         sentences.append(_choose(rng, _NONE_FOUND_TEMPLATES).format(a_disease=a_disease))

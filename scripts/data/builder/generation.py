@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from ..prompts import clean_reasoning, describe_location, render_question, render_reasoning
+from ..prompts import clean_reasoning, describe_locations, render_question, render_reasoning
 from ..readers import plane_size, read_header
 from .llm import ChatEndpoint, MalformedReplyError, extract_json_object, user_content
 
@@ -79,11 +79,10 @@ def lesion_summary(record: Mapping[str, Any], image_size: Sequence[int] | None =
     size = tuple(image_size) if image_size is not None else _image_size(record)
     if not boxes:
         return "no annotated lesion"
-    places = list(dict.fromkeys(describe_location(box, size) for box in boxes))
     area = sum((b[2] - b[0]) * (b[3] - b[1]) for b in boxes) / float(size[0] * size[1])
     extent = "small" if area < 0.02 else "medium-sized" if area < 0.1 else "large"
     count = f"{len(boxes)} annotated lesion{'s' if len(boxes) > 1 else ''}"
-    return f"{count} ({extent} extent), {' and '.join(places)}"
+    return f"{count} ({extent} extent), {describe_locations(boxes, size)}"
 
 
 def case_picture(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
