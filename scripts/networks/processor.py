@@ -11,10 +11,11 @@ same image processor), so every code path that touches it is the one the full mo
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Sequence
 from importlib import resources
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     PreTrainedTokenizerFast,
     Qwen2_5_VLProcessor,
@@ -26,6 +27,7 @@ __all__ = [
     "QWEN_SPECIAL_TOKENS",
     "QWEN2_5_VL_IMAGE_MEAN",
     "QWEN2_5_VL_IMAGE_STD",
+    "default_atomic_phrases",
     "default_tokenizer_corpus",
     "build_offline_tokenizer",
     "build_offline_processor",
@@ -90,6 +92,7 @@ def build_offline_tokenizer(
     vocab_size: int = 4096,
     extra_special_tokens: Sequence[str] = (),
     merge_across_words: bool = True,
+    atomic_phrases: Sequence[str] | None = None,
 ) -> PreTrainedTokenizerFast:
     """Train a small byte-level BPE tokenizer in memory, with Qwen2.5-VL's control tokens.
 
@@ -103,18 +106,28 @@ def build_offline_tokenizer(
         extra_special_tokens: further special tokens added after training (e.g. ``"<seg>"``); usually left
             to :func:`scripts.networks.mllm.add_seg_token` so that tiny and full models add it the same way.
         merge_across_words: let merges span spaces, so that the corpus's recurring phrases become single
-            tokens (a rendered completion takes about 39 tokens instead of about 290 with word-level merges at
+            tokens (a rendered completion takes about 36 tokens instead of about 290 with word-level merges at
             1k tokens). Digits are always split one per token, as Qwen2.5's tokenizer does, so box coordinates
             are spelled digit by digit.
+        atomic_phrases: phrases that are always split off as pre-tokens of their own (with the space before them),
+            so that merges never join them to their neighbours and each is spelled with the same tokens wherever
+            it occurs. Defaults to the finding names of :data:`scripts.data.vocabulary.LESION_TYPES` when
+            ``merge_across_words`` is set: with merges across words, "liver tumor" in a question and "liver tumor
+            is located at [" in an answer became unrelated tokens (and "kidney stone" split as "kidney ston" +
+            "e is located at ["), so the model could not answer by copying the asked finding, as a word-level
+            tokenizer like Qwen's lets it. Pass ``()`` for none.
 
     Returns:
         A transformers fast tokenizer with ``eos_token="<|im_end|>"`` and ``pad_token="<|endoftext|>"``.
     """
+    if atomic_phrases is None:
+        atomic_phrases = default_atomic_phrases() if merge_across_words else ()
+    atomic_phrases = tuple(atomic_phrases)
     if corpus is None:
         # The default tokenizer is rebuilt by every tiny-preset build: train it once per process.
-        backend = Tokenizer.from_str(_trained_default_backend(vocab_size, merge_across_words))
+        backend = Tokenizer.from_str(_trained_default_backend(vocab_size, merge_across_words, atomic_phrases))
     else:
-        backend = _train_backend(list(corpus), vocab_size, merge_across_words)
+        backend = _train_backend(list(corpus), vocab_size, merge_across_words, atomic_phrases)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token="<|im_end|>",
@@ -125,9 +138,25 @@ def build_offline_tokenizer(
     return tokenizer
 
 
-def _train_backend(corpus: list[str], vocab_size: int, merge_across_words: bool) -> Tokenizer:
+def default_atomic_phrases() -> tuple[str, ...]:
+    """The finding names of the controlled vocabulary (diseases and their distractors), longest first."""
+    from scripts.data.vocabulary import LESION_TYPES  # here, not at the top: scripts.data imports this package
+
+    names = {name for lesion in LESION_TYPES for name in (lesion.disease, lesion.distractor)}
+    return tuple(sorted(names, key=lambda name: (-len(name), name)))
+
+
+def _atomic_phrase_splitter(phrases: Sequence[str]) -> pre_tokenizers.Split:
+    # Longest first, so that "liver cyst" wins over "cyst"; word boundaries keep "cyst" out of "pseudocyst".
+    alternatives = "|".join(re.escape(phrase) for phrase in sorted(phrases, key=len, reverse=True))
+    return pre_tokenizers.Split(Regex(rf" ?\b(?:{alternatives})\b"), behavior="isolated")
+
+
+def _train_backend(corpus: list[str], vocab_size: int, merge_across_words: bool,
+                   atomic_phrases: Sequence[str] = ()) -> Tokenizer:
     backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.Sequence([
+    steps = [_atomic_phrase_splitter(atomic_phrases)] if atomic_phrases else []
+    backend.pre_tokenizer = pre_tokenizers.Sequence(steps + [
         pre_tokenizers.Digits(individual_digits=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=not merge_across_words),
     ])
@@ -143,9 +172,9 @@ def _train_backend(corpus: list[str], vocab_size: int, merge_across_words: bool)
 
 
 @functools.lru_cache(maxsize=4)
-def _trained_default_backend(vocab_size: int, merge_across_words: bool) -> str:
+def _trained_default_backend(vocab_size: int, merge_across_words: bool, atomic_phrases: tuple[str, ...]) -> str:
     """The default-corpus tokenizer as JSON (immutable, so the cache cannot be altered through a tokenizer)."""
-    return _train_backend(default_tokenizer_corpus(), vocab_size, merge_across_words).to_str()
+    return _train_backend(default_tokenizer_corpus(), vocab_size, merge_across_words, atomic_phrases).to_str()
 
 
 def qwen2_5_vl_chat_template() -> str:
