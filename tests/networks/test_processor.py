@@ -68,7 +68,6 @@ def test_merges_across_words_without_atomic_phrases_fuse_findings_with_their_nei
 
 def test_atomic_phrases_match_whole_words_only(tokenizer):
     text = "It is the pseudocyst, not the cyst."
-    assert " cyst" not in tokenizer.convert_ids_to_tokens(tokenizer(text)["input_ids"])[:4]
     assert _spelling_in(tokenizer, text, "pseudocyst") == ("Ġpseudocyst",)
     assert _spelling_in(tokenizer, text, "cyst") == ("Ġcyst",)
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
