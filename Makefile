@@ -31,8 +31,9 @@ demo-smoke: setup
 	$(BIN)/python -m scripts.cli demo
 
 # Retrain the demo model (about 2.5 h on one CPU core; docs/sft_learning.md): a box-prompt pretrained tiny SAM, the
-# language model on the answers, the adapter and SAM on the held language model's answer states, then one GRPO
-# epoch (docs/grpo.md), whose model goes to models/model.pt.
+# language model on the answers, the adapter and SAM on the held language model's own answers (generated once and
+# cached as eval/train_sft_demo/own_answers.json), then one GRPO epoch (docs/grpo.md), whose model goes to
+# models/model.pt.
 demo-model: setup
 	$(BIN)/python -c "from scripts.data.synthetic import ensure_benchmark; ensure_benchmark('data/synthetic_small', 'small', 0)"
 	$(BIN)/python -m scripts.pretrain_sam --datalist data/synthetic_small/datalist.json --out models/tiny_sam2_256.pt

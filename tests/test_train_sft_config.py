@@ -14,6 +14,8 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
+from scripts.data.own_answers import OwnAnswers, answer_key, usable_completion
+from scripts.engines.own_answers import weights_fingerprint
 from scripts.networks import TrainableWeights, build_coreseg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,6 +198,29 @@ def test_demo_recipe_text_stage_then_mask_stage_on_a_held_language_model(tmp_pat
     decoder_name = next(n for n in text_state if n.startswith("segmenter.mask_decoder."))
     assert not torch.equal(built[decoder_name], text_state[decoder_name])
     assert (tmp_path / "models" / "model.pt").is_file()
+
+    # The mask stage trained on the held language model's own answers, cached beside the run.
+    cache = tmp_path / "mask" / "own_answers.json"
+    own = OwnAnswers.load(cache)
+    assert own.source["weights"] == weights_fingerprint(network.mllm)
+    training = mask.parser.get_parsed_content("train#records")
+    assert set(own.answers) == {answer_key(record) for record in training}
+    # A usable answer replaces the rendered text (a 1-epoch language model seldom writes one: put one in).
+    key = answer_key(training[0])
+    own.answers[key] = {"question": "Where is it?", "completion": "<answer> It is at [9,9,3,3]. <seg> </answer>"}
+    own.save(cache)
+    again = ConfigWorkflow(config_file=[str(ROOT / "configs" / f) for f in ("train_sft.json", "train_sft_demo.json")],
+                           meta_file=str(ROOT / "configs" / "metadata.json"), workflow_type="train",
+                           bundle_root=str(ROOT), output_dir=str(tmp_path / "mask"), ckpt_dir=str(tmp_path / "models"),
+                           init_checkpoint=str(tmp_path / "text" / "checkpoints" / "checkpoint_final.pt"), **common)
+    again.initialize()
+    samples = again.parser.get_parsed_content("train#dataset")
+    sample = samples[0]
+    assert (sample["question"], sample["text_source"]) == ("Where is it?", "own")
+    assert sample["completion"] == own.answers[key]["completion"]
+    assert all(samples[i]["text_source"] == ("own" if usable_completion(own.answers[answer_key(training[i])]
+                                                                         ["completion"]) else "reference")
+               for i in range(len(training)))
 
 
 def test_sft_without_cot_trains_on_the_answer_alone(tmp_path, trained):

@@ -400,12 +400,13 @@ def resolve_answer(template: str | None, disease: str, boxes: Sequence[Sequence[
     return template.replace(DISEASE_PLACEHOLDER, disease)
 
 
-_CONTROL_TOKEN = re.compile(r"<\|[^<>|\s]{1,40}\|>")
+#: A Qwen-style control token such as ``<|im_end|>`` or ``<|image_pad|>``.
+CONTROL_TOKEN_PATTERN = re.compile(r"<\|[^<>|\s]{1,40}\|>")
 
 
 def has_control_token(text: str, seg_token: str = SEG_TOKEN) -> bool:
     """True when ``text`` holds a format tag, ``<seg>`` or a Qwen-style control token such as ``<|im_end|>``."""
-    return seg_token in text or any(tag in text for tag in FORMAT_TAGS) or bool(_CONTROL_TOKEN.search(text))
+    return seg_token in text or any(tag in text for tag in FORMAT_TAGS) or bool(CONTROL_TOKEN_PATTERN.search(text))
 
 
 def clean_reasoning(text: str, seg_token: str = SEG_TOKEN) -> str:
@@ -414,7 +415,7 @@ def clean_reasoning(text: str, seg_token: str = SEG_TOKEN) -> str:
     previous = None
     while previous != text:
         previous = text
-        text = _CONTROL_TOKEN.sub("", remove_tokens(text, (*FORMAT_TAGS, seg_token)))
+        text = CONTROL_TOKEN_PATTERN.sub("", remove_tokens(text, (*FORMAT_TAGS, seg_token)))
     return strip_coordinates(text)
 
 

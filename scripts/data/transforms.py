@@ -11,6 +11,7 @@ The chain (:func:`build_transforms`)::
     SAMViewd                   sam_image float32 (3, 512, 512) with SAM normalisation
     Resized + CastToTyped      label float32 (1, 512, 512), nearest-exact
     RenderTextd                question, reasoning, answer, completion, boxes_mllm (MLLM-input pixels)
+    UseOwnAnswersd             optional: the language model's own question and completion (mask stage)
     DeleteItemsd               drops the full-size image (unless kept)
 
 Every transform copies the dictionary it is given, and every error names the datalist row
@@ -54,6 +55,7 @@ from .coordinates import (
     round_boxes,
 )
 from .datalist import describe_record
+from .own_answers import OwnAnswers, UseOwnAnswersd
 from .prompts import (
     clean_reasoning,
     parse_completion,
@@ -467,6 +469,7 @@ def build_transforms(
     percentiles: tuple[float, float] = DEFAULT_PERCENTILES,
     ct_windows: Mapping[str, tuple[float, float]] | None = None,
     reasoning: bool = True,
+    own_answers: OwnAnswers | Mapping[str, Mapping[str, str]] | None = None,
 ) -> Compose:
     """The whole record -> sample chain (see the module docstring).
 
@@ -482,6 +485,9 @@ def build_transforms(
         percentiles: percentiles for MRI and other non-HU scaling.
         ct_windows: CT windows by anatomy, instead of :data:`DEFAULT_CT_WINDOWS`.
         reasoning: completions with reasoning (default) or the answer alone (Table 3's no-CoT ablation).
+        own_answers: a language model's own answers to the records (:mod:`scripts.data.own_answers`): they
+            replace the rendered question and completion (:class:`~scripts.data.own_answers.UseOwnAnswersd`),
+            for a mask stage trained on the text the model really writes.
     """
     transforms = [
         LoadImageAndLabeld(),
@@ -492,6 +498,7 @@ def build_transforms(
         CastToTyped(keys="label", dtype=torch.float32, allow_missing_keys=True),
         Resized(keys="label", spatial_size=(mask_size, mask_size), mode="nearest-exact", allow_missing_keys=True),
         RenderTextd(random_text=random_text, seed=seed, reasoning=reasoning),
+        *([UseOwnAnswersd(own_answers)] if own_answers is not None else []),
         # plain tensors from here on: batches need no MONAI metadata, and collation stays a torch.stack
         EnsureTyped(keys=["image", "label", "mllm_image", "sam_image"], track_meta=False, allow_missing_keys=True),
     ]
