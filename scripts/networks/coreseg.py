@@ -12,6 +12,8 @@ Whole-answer probe (paper Table 4)
     With ``semantic_probe="answer"`` the probe is instead the final-layer states of the whole answer, from its
     first token up to and including ``<seg>``: ``(B, N, D)`` with a padding mask, read by the adapter's
     cross-attention. The paper finds it slightly better after stage 1 and the ``<seg>`` token better after GRPO.
+    ``"answer_text"`` leaves the ``<seg>`` state out: the Semantic-Guided adapter's attention then has to read
+    the answer's words (it otherwise settles on ``<seg>``, ``docs/sft_learning.md`` point 15).
 
 Zero or several ``<seg>`` tokens
     A sample whose answer holds zero or several ``<seg>`` tokens gets ``seg_valid=False``, its count in
@@ -42,7 +44,7 @@ __all__ = [
 EMPTY_MASK_LOGIT = -1.0e4
 IGNORE_INDEX = -100
 #: What the prompt adapter reads: the ``<seg>`` token's state (the paper's choice) or the whole answer's states.
-SEMANTIC_PROBES = ("seg", "answer")
+SEMANTIC_PROBES = ("seg", "answer", "answer_text")
 _GENERATION_CONFIG_FIELDS = frozenset(GenerationConfig().to_dict())
 
 
@@ -185,7 +187,8 @@ class CoreSeg(nn.Module):
         seg_token_id: id of the ``<seg>`` token.
         adapter: maps ``(B, D)`` probes (or ``(B, N, D)`` with a padding mask) to ``(B, Q, prompt_dim)`` SAM prompts.
         segmenter: the MedSAM2 segmenter.
-        semantic_probe: ``"seg"`` (the ``<seg>`` token's state) or ``"answer"`` (the whole answer's states).
+        semantic_probe: ``"seg"`` (the ``<seg>`` token's state), ``"answer"`` (the whole answer's states, ``<seg>``
+            included) or ``"answer_text"`` (the answer's states before ``<seg>``).
     """
 
     def __init__(
@@ -549,8 +552,9 @@ class CoreSeg(nn.Module):
         """``(counts, positions, valid, probes, padding_mask)`` of the answers marked by ``search``."""
         counts, positions = locate_seg_tokens(input_ids, self.seg_token_id, search)
         valid = counts.eq(1)
-        if self.semantic_probe == "answer":
-            probes, padding = _answer_states(last_hidden, search.bool(), positions, valid)
+        if self.semantic_probe in ("answer", "answer_text"):
+            probes, padding = _answer_states(last_hidden, search.bool(), positions, valid,
+                                             include_seg=self.semantic_probe == "answer")
             return counts, positions, valid, probes, padding
         rows = torch.arange(input_ids.shape[0], device=input_ids.device)
         probes = last_hidden[rows, positions.clamp(min=0)] * valid.unsqueeze(-1).to(last_hidden.dtype)
@@ -583,14 +587,19 @@ def _require_left_padding(attention_mask: torch.Tensor) -> None:
 
 
 def _answer_states(
-    last_hidden: torch.Tensor, search: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor
+    last_hidden: torch.Tensor, search: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor,
+    include_seg: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pack each answer's states from its first token to its ``<seg>`` into ``(B, N, D)`` plus a padding mask.
 
-    Rows without a valid ``<seg>`` get one all-zero state, unmasked so that attention over it stays defined.
+    Without ``include_seg`` the ``<seg>`` state is left out, unless the answer has no other token. Rows without a
+    valid ``<seg>`` get one all-zero state, unmasked so that attention over it stays defined.
     """
     steps = torch.arange(search.shape[1], device=search.device)
     span = search & steps.le(positions.unsqueeze(1)) & valid.unsqueeze(1)
+    if not include_seg:
+        before = span & steps.lt(positions.unsqueeze(1))
+        span = torch.where(before.any(dim=1, keepdim=True), before, span)
     lengths = span.sum(dim=1)
     width = max(int(lengths.max()) if lengths.numel() else 0, 1)
     # A stable descending sort of the span flags lists each row's span positions first, in sequence order.

@@ -164,8 +164,8 @@ def build_coreseg(
         adapter: ``"semantic"`` (Semantic-Guided Prompt Adapter) or ``"linear"`` (Table 2 ablation).
         adapter_kwargs: options of the adapter (``num_blocks``, ``mlp_ratio``, ``attn_dim``, ``num_heads``, ...).
         semantic_probe: what the adapter reads: ``"seg"``, the ``<seg>`` token's final state (the paper's choice),
-            or ``"answer"``, the states of the whole answer up to ``<seg>`` (the paper's Table 4 alternative).
-            Default: the preset's.
+            ``"answer"``, the states of the whole answer up to ``<seg>`` (the paper's Table 4 alternative), or
+            ``"answer_text"``, the same without the ``<seg>`` state. Default: the preset's.
         lora_r, lora_alpha, lora_dropout, lora_target_modules: LoRA settings.
         train_embeddings: train the language model's whole input embedding and lm_head rather than only the
             ``<seg>`` rows (LISA's choice; useful for the randomly initialised tiny language model, whose frozen

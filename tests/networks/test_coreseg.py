@@ -104,10 +104,10 @@ def test_probe_is_the_final_post_norm_state_at_the_seg_token(tiny_model):
         assert not torch.allclose(out.seg_hidden_states[row], states[row, position - 1])
 
 
-def _answer_probe_view(model) -> CoreSeg:
+def _answer_probe_view(model, probe: str = "answer") -> CoreSeg:
     """The same weights, reading the whole answer instead of the <seg> token (paper Table 4)."""
     return CoreSeg(model.mllm, model.processor, model.seg_token_id, model.adapter, model.segmenter,
-                   semantic_probe="answer").eval()
+                   semantic_probe=probe).eval()
 
 
 def test_answer_probe_is_every_answer_state_up_to_seg(tiny_model):
@@ -128,6 +128,25 @@ def test_answer_probe_is_every_answer_state_up_to_seg(tiny_model):
     # an answer without <seg> is a format failure: zero probe, empty mask, no error
     assert not out.seg_valid[2] and torch.all(out.seg_hidden_states[2] == 0)
     assert torch.all(out.mask_logits[2] == EMPTY_MASK_LOGIT) and torch.isfinite(out.mask_logits[:2]).all()
+
+
+def test_answer_text_probe_leaves_the_seg_state_out_unless_it_is_alone(tiny_model):
+    whole, text = _answer_probe_view(tiny_model), _answer_probe_view(tiny_model, "answer_text")
+    seg_only = "<seg>"  # an answer with no token before <seg>
+    batch = make_batch(whole, [ANSWER, seg_only, NO_SEG])
+    with torch.no_grad():
+        with_seg, without_seg = whole(**batch), text(**batch)
+    lengths = (~with_seg.probe_padding_mask).sum(1)
+    text_lengths = (~without_seg.probe_padding_mask).sum(1)
+    assert int(text_lengths[0]) == int(lengths[0]) - 1 > 1
+    torch.testing.assert_close(without_seg.seg_hidden_states[0, : text_lengths[0]],
+                               with_seg.seg_hidden_states[0, : text_lengths[0]])
+    seg_state = with_seg.seg_hidden_states[0, int(lengths[0]) - 1]
+    assert not any(torch.equal(state, seg_state) for state in without_seg.seg_hidden_states[0])
+    # an answer that is <seg> alone keeps its <seg> state rather than an empty probe
+    assert int(lengths[1]) == int(text_lengths[1]) == 1 and bool(without_seg.seg_valid[1])
+    torch.testing.assert_close(without_seg.seg_hidden_states[1, 0], with_seg.seg_hidden_states[1, 0])
+    assert not without_seg.seg_valid[2] and torch.all(without_seg.seg_hidden_states[2] == 0)
 
 
 def test_answer_probe_masks_do_not_depend_on_padding(tiny_model):
