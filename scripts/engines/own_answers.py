@@ -17,6 +17,7 @@ import random
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -103,12 +104,9 @@ def ensure_own_answers(
     records: Sequence[Mapping],
     path: str | Path,
     seed: int = 0,
-    batch_size: int = 8,
     max_new_tokens: int = 512,
     reasoning: bool = True,
-    amp: bool = False,
-    amp_dtype: torch.dtype = torch.bfloat16,
-    progress: bool = True,
+    **generation_options: Any,
 ) -> OwnAnswers:
     """The cached own answers at ``path`` if they were made by this language model for these records with these
     settings; otherwise generate them (:func:`generate_own_answers`) and write the cache.
@@ -121,12 +119,10 @@ def ensure_own_answers(
         records: the training records.
         path: the cache file (JSON).
         seed: seed of the questions rendered for records without one.
-        batch_size: generation batch size.
         max_new_tokens: longest answer.
         reasoning: the model reasons before answering (the prompt asks for it).
-        amp: generate under autocast with ``amp_dtype`` (CUDA).
-        amp_dtype: autocast dtype.
-        progress: show a progress bar.
+        generation_options: further arguments of :func:`generate_own_answers` that do not change the answers
+            (``batch_size``, ``amp``, ``amp_dtype``, ``progress``).
     """
     path = Path(path)
     source = {
@@ -149,10 +145,9 @@ def ensure_own_answers(
             logger.info("Own answers: the cache at %s was made with another %s; generating them again.", path,
                         ", ".join(changed))
     logger.info("Own answers: generating the language model's answers to %d training records.", len(records))
-    own = OwnAnswers(answers=generate_own_answers(network, records, seed=seed, batch_size=batch_size,
-                                                  max_new_tokens=max_new_tokens, reasoning=reasoning, amp=amp,
-                                                  amp_dtype=amp_dtype, progress=progress),
-                     source=source)
+    answers = generate_own_answers(network, records, seed=seed, max_new_tokens=max_new_tokens, reasoning=reasoning,
+                                   **generation_options)
+    own = OwnAnswers(answers=answers, source=source)
     own.save(path)
     _log_usage(own, f"written to {path}")
     return own
