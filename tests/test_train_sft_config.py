@@ -175,7 +175,7 @@ def test_demo_recipe_text_stage_then_mask_stage_on_a_held_language_model(tmp_pat
     assert text.parser.get_parsed_content("train#dataloader").batch_sampler is sampler
     assert all(len({records[i]["image"] for i in batch}) == 1 for batch in sampler)
     text_network = text.parser.get_parsed_content("network")
-    assert text_network.semantic_probe == "answer" and text_network.segmenter.image_size == 256
+    assert text_network.semantic_probe == "answer_text" and text_network.segmenter.image_size == 256
     text_state = {n: p.detach().clone() for n, p in text_network.named_parameters() if p.requires_grad}
     text.finalize()
     assert not (tmp_path / "models").exists()  # the text stage keeps its best model to itself

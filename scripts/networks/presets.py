@@ -15,7 +15,8 @@
     The bundled synthetic-data demo model (``configs/train_sft_demo*.json``, ``docs/sft_learning.md``): the tiny
     SAM2 at 256 pixels with its encoder trained, a random-init Qwen2.5-VL of 128 dimensions and 4 layers (the tiny
     one's 64 and 2 cannot learn to write the answers) with LoRA r=128/alpha=256 (full rank) and its whole
-    embedding and lm_head trained (they are random), and the whole-answer semantic probe.
+    embedding and lm_head trained (they are random), and the whole-answer semantic probe without the ``<seg>``
+    state (``"answer_text"``).
 
 All presets build the same classes through the same functions: only where the weights come from differs.
 """
@@ -81,7 +82,7 @@ PRESETS["demo"] = {
     "architecture": "small",
     "lora": LoraSettings(r=128, alpha=256, dropout=0.05),
     "train_embeddings": True,
-    "semantic_probe": "answer",
+    "semantic_probe": "answer_text",
     "sam_image_size": 256,
     "train_sam_encoder": True,
 }

@@ -136,7 +136,7 @@ def test_demo_preset_is_the_recipe_of_the_bundled_demo_model():
     demo = build_coreseg("demo", seed=0)
     text_config = demo.base_mllm.config.get_text_config()
     assert (text_config.hidden_size, text_config.num_hidden_layers) == (128, 4)
-    assert demo.semantic_probe == "answer" and demo.segmenter.image_size == 256
+    assert demo.semantic_probe == "answer_text" and demo.segmenter.image_size == 256
     assert demo.base_mllm.get_input_embeddings().weight.requires_grad
     assert all(p.requires_grad for p in demo.segmenter.image_encoder.parameters() if p.ndim > 1)
     # Any preset value can still be overridden.
