@@ -73,6 +73,17 @@ def generate_own_answers(
 
     The network is put in eval mode for the generation and given back in the mode it was in.
 
+    Args:
+        network: the model, language model loaded.
+        records: datalist records (their ``label``, ``boxes``, ``answer`` and ``reasoning`` are not used).
+        seed: seed of the questions rendered for records without one.
+        batch_size: records per generation batch.
+        max_new_tokens: longest answer.
+        reasoning: the model reasons before answering (the prompt asks for it).
+        amp: generate under autocast with ``amp_dtype`` (CUDA).
+        amp_dtype: autocast dtype.
+        progress: show a progress bar.
+
     Returns:
         ``answer_key -> {"question": ..., "completion": ...}``, one entry per distinct key.
     """
