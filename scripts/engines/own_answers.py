@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from scripts.data.own_answers import OwnAnswers, answer_key
 from scripts.data.prompts import render_question
@@ -89,25 +88,19 @@ def generate_own_answers(
     """
     was_training = network.training
     device = next(network.parameters()).device
-    predictor = Predictor(network, device=device, max_new_tokens=max_new_tokens, amp=amp, amp_dtype=amp_dtype,
-                          reasoning=reasoning)
     unique: dict[str, Mapping] = {}
     for record in records:
         unique.setdefault(answer_key(record), record)
-    keys, rows = list(unique), list(unique.values())
-    answers: dict[str, dict[str, str]] = {}
+    questions = [training_question(record, seed) for record in unique.values()]
+    asked = [{**record, "question": question} for record, question in zip(unique.values(), questions)]
     try:
-        for start in tqdm(range(0, len(rows), batch_size), desc="own answers", disable=not progress):
-            chunk = rows[start:start + batch_size]
-            questions = [training_question(record, seed) for record in chunk]
-            samples = [predictor.preprocess({**record, "question": question})
-                       for record, question in zip(chunk, questions)]
-            predictions = predictor.predict_samples(samples)
-            for key, question, prediction in zip(keys[start:start + batch_size], questions, predictions):
-                answers[key] = {"question": question, "completion": prediction.completion}
+        predictor = Predictor(network, device=device, max_new_tokens=max_new_tokens, amp=amp, amp_dtype=amp_dtype,
+                              reasoning=reasoning)  # puts the network in eval mode
+        predictions = predictor.predict_records(asked, batch_size=batch_size, progress=progress)
     finally:
         network.train(was_training)
-    return answers
+    return {key: {"question": question, "completion": prediction.completion}
+            for key, question, prediction in zip(unique, questions, predictions)}
 
 
 def ensure_own_answers(
