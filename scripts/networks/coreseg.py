@@ -43,7 +43,8 @@ __all__ = [
 #: Mask logit given to every pixel of a sample without a usable ``<seg>`` token (sigmoid == 0).
 EMPTY_MASK_LOGIT = -1.0e4
 IGNORE_INDEX = -100
-#: What the prompt adapter reads: the ``<seg>`` token's state (the paper's choice) or the whole answer's states.
+#: What the prompt adapter reads: the ``<seg>`` token's state (the paper's choice), or the whole answer's states with or
+#: without the ``<seg>`` state.
 SEMANTIC_PROBES = ("seg", "answer", "answer_text")
 _GENERATION_CONFIG_FIELDS = frozenset(GenerationConfig().to_dict())
 
