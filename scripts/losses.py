@@ -68,10 +68,19 @@ class CoreSegSFTLoss(nn.Module):
             masks: ``(B, 1, S, S)`` ground-truth masks (0/1) at the SAM resolution.
 
         Returns:
-            ``{"loss", "text_loss", "mask_loss", "mask_samples"}``; ``loss`` is the weighted sum.
+            ``{"loss", "text_loss", "mask_loss", "mask_samples"}``; ``loss`` is the weighted sum. Without mask
+            logits (a pass with ``with_masks=False``, allowed only when ``mask_weight`` is 0) there is no
+            ``mask_loss`` and ``mask_samples`` is 0.
         """
         if output.text_loss is None:
             raise ValueError("CoreSegSFTLoss needs the text loss: call the network with labels.")
+        text_loss = output.text_loss.float()
+        if output.mask_logits is None:
+            if self.mask_weight > 0:
+                raise ValueError(f"mask_weight={self.mask_weight} needs mask logits, but the network ran without "
+                                 "masks: run it with with_masks=True (TeacherForcedInferer(with_masks=True)).")
+            return {"loss": self.text_weight * text_loss, "text_loss": text_loss.detach(),
+                    "mask_samples": output.seg_valid.new_zeros(())}
         if masks.shape != output.mask_logits.shape:
             raise ValueError(f"Mask shape {tuple(masks.shape)} does not match the predicted mask logits "
                              f"{tuple(output.mask_logits.shape)}; resize labels to the SAM resolution.")
@@ -80,7 +89,6 @@ class CoreSegSFTLoss(nn.Module):
             mask_loss = self.dice_ce(output.mask_logits[valid], masks[valid].to(output.mask_logits.dtype))
         else:
             mask_loss = output.mask_logits.sum() * 0.0
-        text_loss = output.text_loss.float()
         loss = self.text_weight * text_loss + self.mask_weight * mask_loss
         return {"loss": loss, "text_loss": text_loss.detach(), "mask_loss": mask_loss.detach(),
                 "mask_samples": valid.sum().detach()}

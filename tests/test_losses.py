@@ -71,6 +71,16 @@ def test_bad_inputs_are_reported():
         CoreSegSFTLoss(text_weight=-1)
 
 
+def test_a_pass_without_masks_trains_the_text_alone_and_only_with_mask_weight_zero():
+    output = _output(torch.randn(2, 1, 8, 8), torch.tensor([True, True]), text_loss=1.5)
+    output.mask_logits = output.iou_predictions = output.object_score_logits = None
+    parts = CoreSegSFTLoss(text_weight=2.0, mask_weight=0.0)(output, torch.zeros(2, 1, 8, 8))
+    assert parts["loss"].item() == pytest.approx(3.0) and parts["mask_samples"].item() == 0
+    assert "mask_loss" not in parts
+    with pytest.raises(ValueError, match="with_masks=True"):
+        CoreSegSFTLoss(mask_weight=1.0)(output, torch.zeros(2, 1, 8, 8))
+
+
 # ------------------------------------------------------------------------------------------------ GRPO pieces
 def test_token_log_probs_pick_the_sampled_tokens_under_temperature():
     logits = torch.tensor([[[2.0, 0.0, 0.0], [0.0, 1.0, 3.0], [9.0, 9.0, 9.0]]])  # (1, L + 1 = 3, V = 3)

@@ -19,11 +19,20 @@ __all__ = ["TeacherForcedInferer", "GenerationInferer"]
 
 
 class TeacherForcedInferer(Inferer):
-    """``network(**inputs)``: the teacher-forced pass of training (text loss, ``<seg>`` probes, masks)."""
+    """``network(**inputs)``: the teacher-forced pass of training (text loss, ``<seg>`` probes, masks).
+
+    Args:
+        with_masks: run the segmenter. False (a text-only stage, whose mask loss weight is 0) skips the SAM
+            encoder, the adapter and the mask decoder, and the output's mask fields are ``None``.
+    """
+
+    def __init__(self, with_masks: bool = True) -> None:
+        super().__init__()
+        self.with_masks = bool(with_masks)
 
     def __call__(self, inputs: dict[str, torch.Tensor], network: torch.nn.Module, *args: Any, **kwargs: Any
                  ) -> CoreSegOutput:
-        return network(**inputs, **kwargs)
+        return network(**inputs, **{"with_masks": self.with_masks, **kwargs})
 
 
 class GenerationInferer(Inferer):

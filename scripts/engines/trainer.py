@@ -43,7 +43,9 @@ class CoreSegSFTTrainer(SupervisedTrainer):
             ``--tracking mlflow``) expect.
         loss_function: a :class:`scripts.losses.CoreSegSFTLoss` (default: paper weights 1.0 and 1.0).
         grad_clip_norm: clip the global gradient norm of the trainable parameters to this value (None: off).
-        inferer: how the network is called on a batch (default: :class:`TeacherForcedInferer`).
+        inferer: how the network is called on a batch (default: :class:`TeacherForcedInferer`). One with
+            ``with_masks=False`` (a text-only stage) leaves ``pred`` and ``mask_loss`` out of ``state.output``,
+            so it takes no ``key_train_metric`` or ``postprocessing``.
     """
 
     def __init__(
@@ -72,6 +74,9 @@ class CoreSegSFTTrainer(SupervisedTrainer):
         grad_clip_norm: float | None = None,
         inferer: TeacherForcedInferer | None = None,
     ) -> None:
+        if not getattr(inferer, "with_masks", True) and (key_train_metric or postprocessing is not None):
+            raise ValueError("The inferer runs without masks (with_masks=False), so there is no 'pred' for a "
+                             "key_train_metric or postprocessing: pass neither (a text-only stage has no mask metric).")
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -114,11 +119,12 @@ class CoreSegSFTTrainer(SupervisedTrainer):
             engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with _autocast(engine):
             output = engine.inferer(inputs, engine.network)
-            engine.state.output[Keys.PRED] = output.mask_logits
+            if output.mask_logits is not None:
+                engine.state.output[Keys.PRED] = output.mask_logits
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             parts = engine.loss_function(output, masks)
         engine.state.output[Keys.LOSS] = parts["loss"]
-        engine.state.output.update({name: float(parts[name]) for name in ("text_loss", "mask_loss")})
+        engine.state.output.update({name: float(parts[name]) for name in ("text_loss", "mask_loss") if name in parts})
         engine.state.output["format_valid"] = float(output.seg_valid.float().mean())
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
 

@@ -62,9 +62,11 @@ class CoreSegOutput:
         seg_counts: ``(B,)`` number of ``<seg>`` tokens in each answer.
         seg_positions: ``(B,)`` sequence index of the ``<seg>`` token; -1 where ``seg_valid`` is False.
         seg_valid: ``(B,)`` True where the answer holds exactly one ``<seg>`` token.
-        mask_logits: ``(B, 1, S, S)`` mask logits at the SAM input size (512 for MedSAM2).
-        iou_predictions: ``(B, 1)`` SAM's predicted mask IoU (0 where invalid).
-        object_score_logits: ``(B, 1)`` SAM2's object-presence logit (0 where invalid).
+        mask_logits: ``(B, 1, S, S)`` mask logits at the SAM input size (512 for MedSAM2); ``None`` from a pass
+            with ``with_masks=False``.
+        iou_predictions: ``(B, 1)`` SAM's predicted mask IoU (0 where invalid); ``None`` with ``with_masks=False``.
+        object_score_logits: ``(B, 1)`` SAM2's object-presence logit (0 where invalid); ``None`` with
+            ``with_masks=False``.
     """
 
     text_loss: torch.Tensor | None
@@ -73,9 +75,9 @@ class CoreSegOutput:
     seg_counts: torch.Tensor
     seg_positions: torch.Tensor
     seg_valid: torch.Tensor
-    mask_logits: torch.Tensor
-    iou_predictions: torch.Tensor
-    object_score_logits: torch.Tensor
+    mask_logits: torch.Tensor | None
+    iou_predictions: torch.Tensor | None
+    object_score_logits: torch.Tensor | None
     probe_padding_mask: torch.Tensor | None = None
 
 
@@ -306,6 +308,7 @@ class CoreSeg(nn.Module):
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         logits_to_keep: int = 0,
         answer_mask: torch.Tensor | None = None,
+        with_masks: bool = True,
     ) -> CoreSegOutput:
         """Teacher-forced pass: text loss, ``<seg>`` probes and masks.
 
@@ -322,10 +325,13 @@ class CoreSeg(nn.Module):
             answer_mask: ``(B, T)`` bool, the answer tokens, where ``<seg>`` is looked for (default: the label
                 positions with ``labels``, else every attended token). Lets a pass without labels (the
                 log-probabilities of sampled completions) ignore the prompt.
+            with_masks: False skips the SAM image encoder, the adapter and the mask decoder, and returns ``None``
+                mask fields: a text-only training stage (mask loss weight 0) needs no masks, and the segmenter
+                would cost about as much as the language model there.
         """
-        if sam_features is None:
+        if with_masks and sam_features is None:
             if sam_images is None:
-                raise ValueError("CoreSeg.forward needs sam_images or precomputed sam_features.")
+                raise ValueError("CoreSeg.forward needs sam_images or precomputed sam_features (or with_masks=False).")
             sam_features = self.encode_sam(sam_images)
         out = self._mllm_forward(
             input_ids, attention_mask, pixel_values, image_grid_thw, mm_token_type_ids, mm_encoder_outputs,
@@ -336,7 +342,7 @@ class CoreSeg(nn.Module):
         else:
             search = labels.ne(IGNORE_INDEX) if labels is not None else attention_mask.bool()
         counts, positions, valid, probes, padding = self._read_probes(input_ids, out.hidden_states[-1], search)
-        seg = self.segment(probes, sam_features, valid, padding)
+        seg = self.segment(probes, sam_features, valid, padding) if with_masks else None
         return CoreSegOutput(
             text_loss=out.loss,
             logits=out.logits,
@@ -344,9 +350,9 @@ class CoreSeg(nn.Module):
             seg_counts=counts,
             seg_positions=positions,
             seg_valid=valid,
-            mask_logits=seg.mask_logits,
-            iou_predictions=seg.iou_predictions,
-            object_score_logits=seg.object_score_logits,
+            mask_logits=None if seg is None else seg.mask_logits,
+            iou_predictions=None if seg is None else seg.iou_predictions,
+            object_score_logits=None if seg is None else seg.object_score_logits,
             probe_padding_mask=padding,
         )
 

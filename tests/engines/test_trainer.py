@@ -5,6 +5,7 @@ import torch
 from monai.engines.utils import IterationEvents
 
 from scripts.engines import CoreSegSFTTrainer
+from scripts.losses import CoreSegSFTLoss
 from tests.conftest import ANSWER, make_batch
 
 
@@ -69,6 +70,26 @@ def test_batches_without_labels_are_rejected(fresh_tiny_model):
         _trainer(fresh_tiny_model, [batch]).run()
     with pytest.raises(ValueError, match="grad_clip_norm"):
         _trainer(fresh_tiny_model, [batch], grad_clip_norm=0.0)
+
+
+def test_text_only_stage_trains_the_language_model_and_leaves_the_segmenter_alone(fresh_tiny_model):
+    from scripts.engines import TeacherForcedInferer
+
+    model = fresh_tiny_model
+    segmenter = {n: p.detach().clone() for n, p in model.segmenter.named_parameters()}
+    lora = {n: p.detach().clone() for n, p in model.mllm.named_parameters() if p.requires_grad}
+    trainer = _trainer(model, _batches(model, 2), loss_function=CoreSegSFTLoss(mask_weight=0.0),
+                       inferer=TeacherForcedInferer(with_masks=False))
+    trainer.run()
+    output = trainer.state.output[0]
+    assert "pred" not in output and "mask_loss" not in output
+    assert float(output["loss"]) == pytest.approx(output["text_loss"], rel=1e-6)
+    assert all(torch.equal(p, segmenter[n]) and p.grad is None for n, p in model.segmenter.named_parameters())
+    assert any(not torch.equal(p, lora[n]) for n, p in model.mllm.named_parameters() if p.requires_grad)
+    # Without masks there is nothing for a mask metric or mask post-processing to read.
+    with pytest.raises(ValueError, match="with_masks=False"):
+        _trainer(model, _batches(model, 1), inferer=TeacherForcedInferer(with_masks=False),
+                 key_train_metric={"dice": object()})
 
 
 def test_language_model_stays_frozen_for_its_warm_up_iterations_then_trains(fresh_tiny_model):

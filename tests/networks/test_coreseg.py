@@ -329,6 +329,21 @@ def test_generation_needs_left_padding(tiny_model):
         tiny_model.generate(**batch, max_new_tokens=2)
 
 
+def test_forward_without_masks_skips_the_segmenter_and_keeps_the_text_pass(tiny_model, monkeypatch):
+    batch = make_batch(tiny_model, [ANSWER, ANSWER])
+    with torch.no_grad():
+        full = tiny_model(**batch)
+        batch.pop("sam_images")  # not needed without masks
+        monkeypatch.setattr(tiny_model, "encode_sam", lambda *a, **k: pytest.fail("the SAM encoder ran"))
+        monkeypatch.setattr(tiny_model, "segment", lambda *a, **k: pytest.fail("the mask decoder ran"))
+        text_only = tiny_model(**batch, with_masks=False)
+    assert text_only.mask_logits is None and text_only.iou_predictions is None
+    assert text_only.object_score_logits is None
+    torch.testing.assert_close(text_only.text_loss, full.text_loss)
+    torch.testing.assert_close(text_only.seg_hidden_states, full.seg_hidden_states)
+    assert text_only.seg_valid.tolist() == full.seg_valid.tolist() == [True, True]
+
+
 def test_missing_sam_inputs_are_reported(tiny_model):
     batch = make_batch(tiny_model, [ANSWER])
     batch.pop("sam_images")
