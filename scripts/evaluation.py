@@ -141,6 +141,9 @@ def summarize(scores: Sequence[SampleScore]) -> dict:
         "box_mIoU": _mean(s.box_miou for s in scores),
         # how often the answer names the finding asked about (a model must copy it from the question)
         "finding_match_rate": _mean(float(s.names_asked_finding) for s in scores if s.names_asked_finding is not None),
+        # ... in an answer of the required format: the answers a mask can be read from and trusted
+        "valid_finding_match_rate": _mean(float(s.names_asked_finding and s.format_valid) for s in scores
+                                          if s.names_asked_finding is not None),
         "dice_by_anatomy": {a: _mean(s.dice for s in scores if s.anatomy == a) for a in ANATOMIES},
         "dice_by_modality": {m: _mean(s.dice for s in scores if s.modality == m) for m in MODALITIES},
         "samples_by_anatomy": {a: sum(s.anatomy == a for s in scores) for a in ANATOMIES},
@@ -207,7 +210,8 @@ class EvaluationReport:
             f"| {self.method_name} | " + " | ".join(_pct(summary["dice_by_modality"][m]) for m in MODALITIES) + " |",
             "",
             f"Box mIoU: {_pct(summary['box_mIoU'])} %. Valid answer format: {_pct(summary['format_valid_rate'])} %. "
-            f"Answers naming the asked finding: {_pct(summary['finding_match_rate'])} %.",
+            f"Answers naming the asked finding: {_pct(summary['finding_match_rate'])} % "
+            f"({_pct(summary['valid_finding_match_rate'])} % in the valid format).",
         ]
         if "dice_with_distractors" in summary:
             lines.append(f"Dice with distractors: {_pct(summary['dice_with_distractors'])} %; without: "

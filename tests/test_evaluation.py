@@ -75,6 +75,13 @@ def test_answers_naming_another_finding_are_counted():
     assert [s.names_asked_finding for s in scores] == [True, False, False, None]
     assert not scores[2].format_valid
     assert summarize(scores)["finding_match_rate"] == pytest.approx(1 / 3)
+    assert summarize(scores)["valid_finding_match_rate"] == pytest.approx(1 / 3)
+    # An answer that names the finding but breaks the format counts for the first rate, not the second.
+    named_but_malformed = other.replace("[10,5,20,15]", "[20,5,10,15]")
+    scores = score_generation([other, named_but_malformed, wrong], masks[:3], masks[:3], metadata[:3])
+    assert [(s.names_asked_finding, s.format_valid) for s in scores] == [(True, True), (True, False), (False, True)]
+    summary = summarize(scores)
+    assert (summary["finding_match_rate"], summary["valid_finding_match_rate"]) == pytest.approx((2 / 3, 1 / 3))
 
 
 def test_scores_agree_with_monai_metrics(scores):

@@ -16,6 +16,7 @@ from monai.bundle import ConfigWorkflow
 
 from scripts.data.own_answers import OwnAnswers, answer_key, usable_completion
 from scripts.engines.own_answers import weights_fingerprint
+from scripts.engines.resume import KeyMetricState
 from scripts.networks import TrainableWeights, build_coreseg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,17 +165,26 @@ def test_demo_recipe_text_stage_then_mask_stage_on_a_held_language_model(tmp_pat
               "max_epochs": 1, "max_new_tokens": 8, "val_batch_size": 2, "val_max_records": 2}
     text = ConfigWorkflow(config_file=[str(ROOT / "configs" / f) for f in ("train_sft.json", "train_sft_demo_text.json")],
                           meta_file=str(ROOT / "configs" / "metadata.json"), workflow_type="train", bundle_root=str(ROOT),
-                          output_dir=str(tmp_path / "text"), **common)
+                          output_dir=str(tmp_path / "text"), val_interval=1, **common)
     text.initialize()
     assert text.check_properties() == []
+    text_network = text.parser.get_parsed_content("network")
+    segmenter_before = {n: p.detach().clone() for n, p in text_network.segmenter.named_parameters()}
     text.run()
+    # A text-only stage (mask weight 0) runs no segmenter: no masks, no mask loss, the SAM part untouched.
+    assert text.parser.get_parsed_content("train#inferer").with_masks is False
+    assert "pred" not in text.trainer.state.output[0] and "mask_loss" not in text.trainer.state.output[0]
+    assert all(torch.equal(p, segmenter_before[n]) for n, p in text_network.segmenter.named_parameters())
+    # Its best model is the one whose answers most often name the asked finding.
+    saved = KeyMetricState(text.parser.get_parsed_content("validate#best_model_saver")).state_dict()["_saved"]
+    assert [priority for priority, _ in saved] == [text.evaluator.state.metrics["valid_finding_match_rate"]]
+    assert (tmp_path / "text" / "best" / "model.pt").is_file()
     # Both questions of every training image, side by side in each batch.
     assert text.trainer.state.iteration == 2 * SIZE["training"] // 2
     sampler = text.parser.get_parsed_content("train#sampler")
     records = text.parser.get_parsed_content("train#dataset").data
     assert text.parser.get_parsed_content("train#dataloader").batch_sampler is sampler
     assert all(len({records[i]["image"] for i in batch}) == 1 for batch in sampler)
-    text_network = text.parser.get_parsed_content("network")
     assert text_network.semantic_probe == "answer_text" and text_network.segmenter.image_size == 256
     text_state = {n: p.detach().clone() for n, p in text_network.named_parameters() if p.requires_grad}
     text.finalize()
@@ -183,7 +193,7 @@ def test_demo_recipe_text_stage_then_mask_stage_on_a_held_language_model(tmp_pat
     mask = ConfigWorkflow(config_file=[str(ROOT / "configs" / f) for f in ("train_sft.json", "train_sft_demo.json")],
                           meta_file=str(ROOT / "configs" / "metadata.json"), workflow_type="train", bundle_root=str(ROOT),
                           output_dir=str(tmp_path / "mask"), ckpt_dir=str(tmp_path / "models"),
-                          init_checkpoint=str(tmp_path / "text" / "checkpoints" / "checkpoint_final.pt"), **common)
+                          init_checkpoint=str(tmp_path / "text" / "best" / "model.pt"), **common)
     mask.initialize()
     assert mask.check_properties() == []
     network = mask.parser.get_parsed_content("network")
@@ -212,7 +222,7 @@ def test_demo_recipe_text_stage_then_mask_stage_on_a_held_language_model(tmp_pat
     again = ConfigWorkflow(config_file=[str(ROOT / "configs" / f) for f in ("train_sft.json", "train_sft_demo.json")],
                            meta_file=str(ROOT / "configs" / "metadata.json"), workflow_type="train",
                            bundle_root=str(ROOT), output_dir=str(tmp_path / "mask"), ckpt_dir=str(tmp_path / "models"),
-                           init_checkpoint=str(tmp_path / "text" / "checkpoints" / "checkpoint_final.pt"), **common)
+                           init_checkpoint=str(tmp_path / "text" / "best" / "model.pt"), **common)
     again.initialize()
     samples = again.parser.get_parsed_content("train#dataset")
     sample = samples[0]
