@@ -30,7 +30,7 @@ demo: setup
 demo-smoke: setup
 	$(BIN)/python -m scripts.cli demo
 
-# Retrain the demo model (about 2 h 40 min on one CPU core; docs/sft_learning.md): a box-prompt pretrained tiny SAM, the
+# Retrain the demo model (about 3 h on one CPU core; docs/sft_learning.md): a box-prompt pretrained tiny SAM, the
 # language model on the answers, the adapter and SAM on the held language model's own answers (generated once and
 # cached as eval/train_sft_demo/own_answers.json), then one GRPO epoch (docs/grpo.md), whose model goes to
 # models/model.pt.
