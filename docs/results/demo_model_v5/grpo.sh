@@ -1,11 +1,16 @@
 #!/bin/bash
-# GRPO demo epoch on the seed-0 semantic (answer_text) SFT model: the shipped model of this recipe; then its test evaluation
-cd /work/main && source .venv/bin/activate
+# usage: grpo.sh SFT_MODEL NAME
+# One demo GRPO epoch (train_grpo.json + train_grpo_demo.json) from SFT_MODEL, written to $RUNS/NAME, then the
+# test-split evaluation of its best model to $RUNS/eval_NAME.
+set -u
+SFT=$1; NAME=$2
+RUNS=${RUNS:-/work/runs}; OUT=$RUNS/$NAME
+cd "$(dirname "$0")/../../.." && source .venv/bin/activate
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
-R=/work/runs; OUT=$R/grpo_s0
-python -m monai.bundle run --meta_file configs/metadata.json --logging_file configs/logging.conf --config_file "['configs/train_grpo.json','configs/train_grpo_demo.json']" --num_workers 0 --init_checkpoint $R/mask_semantic_s0/best/model.pt --output_dir $OUT --ckpt_dir $OUT/best > $OUT.log 2>&1
+RUN="python -m monai.bundle run --meta_file configs/metadata.json --logging_file configs/logging.conf --num_workers 0"
+$RUN --config_file "['configs/train_grpo.json','configs/train_grpo_demo.json']" --init_checkpoint $SFT \
+  --output_dir $OUT --ckpt_dir $OUT/best > $OUT.log 2>&1
 echo "grpo rc $?" >> $OUT.log
-python -m monai.bundle run --meta_file configs/metadata.json --logging_file configs/logging.conf \
-  --config_file configs/evaluate.json --checkpoint $OUT/best/model.pt --max_new_tokens 128 --num_workers 0 \
-  --output_dir $R/eval_grpo_s0 > $R/eval_grpo_s0.log 2>&1
-echo "grpo s0 done rc $? $(date)" >> $R/pipeline.log
+$RUN --config_file configs/evaluate.json --checkpoint $OUT/best/model.pt --max_new_tokens 128 \
+  --output_dir $RUNS/eval_$NAME > $RUNS/eval_$NAME.log 2>&1
+echo "grpo $NAME done rc $? $(date)" >> $RUNS/pipeline.log

@@ -1,8 +1,9 @@
 """Throwaway: does the adapter's prompt carry the asked finding? Own answers (from the evaluation CSV), test images
-with distractors asked both ways; Dice with the own prompt and with the image's other question's prompt; finding
-separability of the prompt and of the <seg> state; the semantic adapter's attention."""
-import sys, csv, collections, torch
-from monai.data import DataLoader, Dataset
+with distractors asked both ways; Dice with the own prompt and with the image's other question's prompt; the spread of
+the prompts; the semantic adapter's attention."""
+import sys, collections, torch
+from monai.data import DataLoader
+from own_answer_samples import OwnAnswerDataset, load_own_answers, usable
 from scripts.inference import Predictor
 from scripts.data.collate import CoreSegCollator, model_inputs
 from scripts.data.coordinates import ProcessorGeometry
@@ -12,30 +13,25 @@ torch.manual_seed(0)
 ckpt, adapter, csv_path = sys.argv[1:4]
 probe = sys.argv[4] if len(sys.argv) > 4 else None
 net = Predictor.from_bundle(checkpoint=ckpt, device="cpu", adapter=adapter, semantic_probe=probe).network.eval()
-rows = {(r["image"], r["disease"]): r for r in csv.DictReader(open(csv_path))}
+rows = load_own_answers(csv_path)
 recs = load_datalist("data/synthetic_small/datalist.json", "test")
 by_img = collections.defaultdict(list)
 for r in recs:
     if r.get("num_distractors", 0): by_img[r["image"]].append(r)
-ok = lambda r: rows[(r['image'], r['disease'])]['completion'].count('<seg>') == 1
-pairs = [v for v in by_img.values() if len(v) == 2 and all(map(ok, v))][:48]
+pairs = [v for v in by_img.values() if len(v) == 2 and all(usable(r, rows) for r in v)][:48]
 recs = [r for p in pairs for r in p]
 tf = build_transforms(ProcessorGeometry.from_processor(net.processor), random_text=False, mask_size=net.segmenter.image_size)
-class Own(Dataset):
-    def __getitem__(self, i):
-        d = super().__getitem__(i); row = rows[(recs[i]["image"], recs[i]["disease"])]
-        d["question"], d["completion"] = row["question"], row["completion"]; return d
 col = CoreSegCollator(net.processor, mode="train")
 cap = {}
 net.adapter.register_forward_hook(lambda m, a, o: cap.__setitem__("prompt", o))
 def pre(m, args, kwargs): cap["probe"], cap["pad"] = args[0], kwargs.get("padding_mask")
 net.adapter.register_forward_pre_hook(pre, with_kwargs=True)
-prompts, labels, masks, diseases, segstates, attn = [], [], [], [], [], []
+prompts, labels, attn = [], [], []
 with torch.no_grad():
-    for b in DataLoader(Own(recs, tf), batch_size=8, collate_fn=col):
+    for b in DataLoader(OwnAnswerDataset(recs, tf, rows), batch_size=8, collate_fn=col):
         inp = model_inputs(b)
         net(**inp)
-        prompts.append(cap["prompt"]); labels.append(b["label"]); diseases += [r for r in [m.get("disease") for m in b["metadata"]]]
+        prompts.append(cap["prompt"]); labels.append(b["label"])
         if adapter == "semantic" and cap["probe"].ndim == 3:
             a = net.adapter; ref = a.blocks(cap["probe"]); q = a.query.expand(ref.shape[0], -1, -1)
             _, w = a.cross_attention(q, ref, ref, key_padding_mask=cap["pad"], need_weights=True)

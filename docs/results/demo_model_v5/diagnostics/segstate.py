@@ -1,29 +1,26 @@
 """Throwaway: does the <seg> state (own answers) carry the asked finding? Nearest-class-mean accuracy (leave-one-out) and
 centred cosine of the two questions' <seg> states on one image, vs the same for the mean of the answer_text states."""
-import sys, csv, collections, torch
-from monai.data import DataLoader, Dataset
+import sys, torch
+from monai.data import DataLoader
+from own_answer_samples import OwnAnswerDataset, load_own_answers, usable
 from scripts.inference import Predictor
 from scripts.data.collate import CoreSegCollator, model_inputs
 from scripts.data.coordinates import ProcessorGeometry
 from scripts.data.datalist import load_datalist
 from scripts.data.transforms import build_transforms
 ckpt, csv_path = sys.argv[1:3]
-rows = {(r["image"], r["disease"]): r for r in csv.DictReader(open(csv_path))}
-recs = [r for r in load_datalist("data/synthetic_small/datalist.json", "test") if rows[(r["image"], r["disease"])]["completion"].count("<seg>") == 1][:240]
+rows = load_own_answers(csv_path)
+recs = [r for r in load_datalist("data/synthetic_small/datalist.json", "test") if usable(r, rows)][:240]
 for probe in ("seg", "answer_text"):
     net = Predictor.from_bundle(checkpoint=ckpt, device="cpu", semantic_probe=probe).network.eval()
     tf = build_transforms(ProcessorGeometry.from_processor(net.processor), random_text=False, mask_size=net.segmenter.image_size)
-    class Own(Dataset):
-        def __getitem__(self, i):
-            d = super().__getitem__(i); row = rows[(recs[i]["image"], recs[i]["disease"])]
-            d["question"], d["completion"] = row["question"], row["completion"]; return d
     col = CoreSegCollator(net.processor, mode="train")
     cap = {}
     def pre(m, args, kwargs): cap["probe"], cap["pad"] = args[0], kwargs.get("padding_mask")
     net.adapter.register_forward_pre_hook(pre, with_kwargs=True)
     feats = []
     with torch.no_grad():
-        for b in DataLoader(Own(recs, tf), batch_size=8, collate_fn=col):
+        for b in DataLoader(OwnAnswerDataset(recs, tf, rows), batch_size=8, collate_fn=col):
             net(**model_inputs(b))
             p = cap["probe"]
             if p.ndim == 3:
