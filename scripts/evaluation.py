@@ -144,6 +144,10 @@ def summarize(scores: Sequence[SampleScore]) -> dict:
         # ... in an answer of the required format: the answers a mask can be read from and trusted
         "valid_finding_match_rate": _mean(float(s.names_asked_finding and s.format_valid) for s in scores
                                           if s.names_asked_finding is not None),
+        # how often a well-formed answer says rightly whether the finding is there (boxes) or not ("There is no"):
+        # the part of the answer that a language model can only get right by looking at the image
+        "presence_accuracy": _mean(float(s.format_valid and s.says_no_lesion == (s.gt_pixels == 0)) for s in scores),
+        "no_lesion_answer_rate": _mean(float(s.says_no_lesion) for s in scores),
         "dice_by_anatomy": {a: _mean(s.dice for s in scores if s.anatomy == a) for a in ANATOMIES},
         "dice_by_modality": {m: _mean(s.dice for s in scores if s.modality == m) for m in MODALITIES},
         "samples_by_anatomy": {a: sum(s.anatomy == a for s in scores) for a in ANATOMIES},

@@ -119,3 +119,15 @@ def test_mismatched_batches_and_empty_reports_are_errors():
         score_generation(["a"], torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4), [{}, {}])
     with pytest.raises(ValueError, match="Nothing"):
         summarize([])
+
+
+def test_presence_accuracy_counts_well_formed_answers_that_say_rightly_whether_the_finding_is_there(scores):
+    by_name, _, _ = scores
+    summary = summarize(list(by_name.values()))
+    # right: perfect and disjoint (boxes, finding present), empty ("There is no", nothing there);
+    # wrong: invalid (no well-formed claim) and hallucinated (boxes on an empty ground truth)
+    assert summary["presence_accuracy"] == pytest.approx(3 / 5)
+    assert summary["no_lesion_answer_rate"] == pytest.approx(1 / 5)
+    says_no_on_a_lesion = score_generation([_completion([])], _mask()[None], _mask((4, 4, 12, 12))[None],
+                                           [{**META, "boxes": [[20, 10, 40, 30]]}])
+    assert summarize(says_no_on_a_lesion)["presence_accuracy"] == 0.0

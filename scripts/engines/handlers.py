@@ -19,7 +19,7 @@ __all__ = ["TRAINING_STATS", "EvaluationReportHandler", "FreezeForIterations", "
 
 #: Summary entries copied into ``engine.state.metrics`` (names as logged).
 REPORTED_METRICS = ("mDice", "mIoU", "failure_rate", "format_valid_rate", "box_mIoU", "finding_match_rate",
-                    "valid_finding_match_rate")
+                    "valid_finding_match_rate", "presence_accuracy", "no_lesion_answer_rate")
 
 
 #: Scalars of a training iteration's output logged by :func:`training_stats`.
@@ -80,8 +80,8 @@ class EvaluationReportHandler:
     """Collects the per-sample scores of :class:`scripts.engines.evaluator.CoreSegEvaluator` over an epoch.
 
     At the end of the epoch it puts ``mDice``, ``mIoU``, ``failure_rate``, ``format_valid_rate``, ``box_mIoU`` and
-    ``finding_match_rate`` and ``valid_finding_match_rate`` (when the records name their finding)
-    into ``engine.state.metrics`` (so StatsHandler, TensorBoard and MLflow log them) and, with ``output_dir``,
+    ``finding_match_rate`` and ``valid_finding_match_rate`` (when the records name their finding),
+    ``presence_accuracy`` and ``no_lesion_answer_rate`` into ``engine.state.metrics`` (so StatsHandler, TensorBoard and MLflow log them) and, with ``output_dir``,
     writes the report of :class:`scripts.evaluation.EvaluationReport` with overlays of the best and worst cases.
 
     Args:
