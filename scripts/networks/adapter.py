@@ -7,7 +7,55 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ResMLPBlock", "SemanticPromptAdapter", "LinearPromptAdapter", "build_prompt_adapter"]
+__all__ = ["PROBE_NORMS", "ProbeBatchNorm", "ResMLPBlock", "SemanticPromptAdapter", "LinearPromptAdapter",
+           "build_prompt_adapter"]
+
+#: How an adapter normalises its probe before reading it: not at all (the paper's adapters), or feature-wise over
+#: the samples (:class:`ProbeBatchNorm`).
+PROBE_NORMS = ("none", "batch")
+
+
+class ProbeBatchNorm(nn.Module):
+    """Feature-wise standardisation of probe states over the samples (batch norm without affine parameters).
+
+    Why: the final states of one token position are much alike across samples. The ``<seg>`` states of a language
+    model trained on the answers share a common component that dwarfs what tells the findings apart (mean pairwise
+    cosine 0.99, ``docs/sft_learning.md`` point 17). Per-sample normalisations (the LayerNorms of the
+    Semantic-Guided adapter) then see mostly that common part, and the mask decoder gets nearly one prompt for
+    every sample. Centring and scaling each feature with statistics over the samples leaves only what differs
+    between them. Padding states (``padding_mask``) are left out of the statistics and stay zero. The running
+    statistics are buffers; :class:`~scripts.networks.checkpoint.TrainableWeights` saves them with the adapter.
+
+    Args:
+        dim: feature width.
+        momentum: momentum of the running statistics used in eval mode.
+    """
+
+    def __init__(self, dim: int, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm1d(dim, affine=False, momentum=momentum)
+
+    def forward(self, probe: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Normalise ``(B, N, D)`` states; ``padding_mask`` ``(B, N)`` is True on padding."""
+        keep = torch.ones(probe.shape[:2], dtype=torch.bool, device=probe.device) if padding_mask is None \
+            else ~padding_mask.bool()
+        states = probe[keep]
+        if self.training and states.shape[0] < 2:
+            # Batch statistics need two states; a lone one (e.g. the only valid answer of a batch) uses the running
+            # statistics instead of failing.
+            normed = nn.functional.batch_norm(states, self.norm.running_mean, self.norm.running_var, training=False,
+                                              eps=self.norm.eps)
+        else:
+            normed = self.norm(states)
+        out = torch.zeros_like(probe)
+        out[keep] = normed.to(probe.dtype)
+        return out
+
+
+def _probe_norm(kind: str, dim: int) -> nn.Module | None:
+    if kind not in PROBE_NORMS:
+        raise ValueError(f"Unknown probe_norm {kind!r}; expected one of {PROBE_NORMS}.")
+    return ProbeBatchNorm(dim) if kind == "batch" else None
 
 
 class ResMLPBlock(nn.Module):
@@ -51,6 +99,8 @@ class SemanticPromptAdapter(nn.Module):
         num_heads: attention heads (must divide ``attn_dim``).
         num_queries: number of learnable queries, i.e. prompt tokens per probe (the paper uses 1).
         dropout: dropout inside the ResMLP blocks and the attention.
+        probe_norm: ``"none"`` (the paper) or ``"batch"``: standardise the probe feature-wise over the samples
+            first (:class:`ProbeBatchNorm`).
     """
 
     def __init__(
@@ -63,8 +113,10 @@ class SemanticPromptAdapter(nn.Module):
         num_heads: int = 8,
         num_queries: int = 1,
         dropout: float = 0.0,
+        probe_norm: str = "none",
     ) -> None:
         super().__init__()
+        self.probe_norm = _probe_norm(probe_norm, input_dim)
         if num_blocks < 0:
             raise ValueError(f"num_blocks must be >= 0, got {num_blocks}.")
         if attn_dim % num_heads:
@@ -94,6 +146,8 @@ class SemanticPromptAdapter(nn.Module):
             ``(B, num_queries, prompt_dim)`` sparse prompt embeddings.
         """
         probe = _as_sequence(probe, self.input_dim)
+        if self.probe_norm is not None:
+            probe = self.probe_norm(probe, padding_mask)
         refined = self.blocks(probe)
         query = self.query.expand(refined.shape[0], -1, -1)
         attended, _ = self.cross_attention(query, refined, refined, key_padding_mask=padding_mask, need_weights=False)
@@ -106,10 +160,12 @@ class LinearPromptAdapter(nn.Module):
     Args:
         input_dim: MLLM hidden size ``D``.
         prompt_dim: SAM prompt embedding size.
+        probe_norm: as in :class:`SemanticPromptAdapter`.
     """
 
-    def __init__(self, input_dim: int, prompt_dim: int = 256) -> None:
+    def __init__(self, input_dim: int, prompt_dim: int = 256, probe_norm: str = "none") -> None:
         super().__init__()
+        self.probe_norm = _probe_norm(probe_norm, input_dim)
         self.input_dim = input_dim
         self.prompt_dim = prompt_dim
         self.proj = nn.Linear(input_dim, prompt_dim)
@@ -117,6 +173,8 @@ class LinearPromptAdapter(nn.Module):
     def forward(self, probe: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Project each probe token; with several tokens, their (unpadded) mean is projected."""
         probe = _as_sequence(probe, self.input_dim)
+        if self.probe_norm is not None:
+            probe = self.probe_norm(probe, padding_mask)
         if probe.shape[1] > 1:
             keep = torch.ones(probe.shape[:2], dtype=probe.dtype, device=probe.device)
             if padding_mask is not None:
@@ -130,9 +188,9 @@ def build_prompt_adapter(kind: str, input_dim: int, prompt_dim: int = 256, **kwa
     if kind == "semantic":
         return SemanticPromptAdapter(input_dim, prompt_dim, **kwargs)
     if kind == "linear":
-        if kwargs:
-            raise ValueError(f"The linear adapter takes no options, got {sorted(kwargs)}.")
-        return LinearPromptAdapter(input_dim, prompt_dim)
+        if unknown := sorted(set(kwargs) - {"probe_norm"}):
+            raise ValueError(f"The linear adapter takes no options but probe_norm, got {unknown}.")
+        return LinearPromptAdapter(input_dim, prompt_dim, **kwargs)
     raise ValueError(f"Unknown adapter kind {kind!r}; expected 'semantic' or 'linear'.")
 
 

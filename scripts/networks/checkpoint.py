@@ -3,7 +3,8 @@
 """Checkpoints that hold only the trainable tensors of a model.
 
 The base weights (Qwen2.5-VL, MedSAM2 encoders) load from their own paths; ``models/model.pt`` holds the
-LoRA matrices, the ``<seg>`` token rows, the prompt adapter and the mask decoder as a plain ``{name: tensor}``
+LoRA matrices, the ``<seg>`` token rows, the prompt adapter and the mask decoder (and the running statistics of
+any batch-norm layer, which training sets although they are not parameters) as a plain ``{name: tensor}``
 state dict that ``torch.load(..., weights_only=True)`` reads. :class:`TrainableWeights` exposes that state
 dict through ``state_dict``/``load_state_dict`` so MONAI's ``CheckpointSaver``/``CheckpointLoader`` and ignite's
 ``Checkpoint`` save and restore it like any module.
@@ -22,6 +23,7 @@ from torch import nn
 __all__ = [
     "TrainableWeights",
     "trainable_state_dict",
+    "running_statistics_names",
     "save_trainable_weights",
     "load_trainable_weights",
     "ParameterCount",
@@ -30,8 +32,23 @@ __all__ = [
 ]
 
 
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def running_statistics_names(module: nn.Module) -> list[str]:
+    """Qualified names of the running-statistics buffers of ``module``'s batch-norm layers: state that training
+    writes (in train mode) and evaluation reads, although it is not a parameter."""
+    names = []
+    for prefix, layer in module.named_modules():
+        if isinstance(layer, _BATCH_NORMS) and layer.track_running_stats:
+            names += [f"{prefix}.{buffer}" if prefix else buffer for buffer, value in layer.named_buffers(recurse=False)
+                      if value is not None]
+    return names
+
+
 def trainable_state_dict(module: nn.Module) -> OrderedDict[str, torch.Tensor]:
-    """``{name: tensor}`` of the parameters that require grad, detached and on the CPU."""
+    """``{name: tensor}`` of the parameters that require grad (and of the batch-norm running statistics),
+    detached and on the CPU."""
     return TrainableWeights(module).state_dict()
 
 
@@ -40,27 +57,30 @@ class TrainableWeights:
 
     The parameters are the ones that require grad when the view is made: a handler that holds some of them for a
     while (:class:`scripts.engines.FreezeForIterations`) does not change what checkpoints contain, so every
-    checkpoint of a run loads into the model as built.
+    checkpoint of a run loads into the model as built. The running statistics of batch-norm layers
+    (:func:`running_statistics_names`) are covered too: training sets them and evaluation needs them.
 
     Args:
         module: the model (e.g. :class:`scripts.networks.coreseg.CoreSeg`).
-        names: the parameters to cover (default: those that require grad now).
+        names: the parameters (or batch-norm buffers) to cover (default: the parameters that require grad now
+            and every batch-norm running statistic).
     """
 
     def __init__(self, module: nn.Module, names: Sequence[str] | None = None) -> None:
         self.module = module
         if names is None:
             names = [name for name, param in module.named_parameters() if param.requires_grad]
+            names += running_statistics_names(module)
         self._names = list(names)
 
     @property
     def names(self) -> list[str]:
-        """Qualified names of the parameters the view covers."""
+        """Qualified names of the tensors the view covers."""
         return list(self._names)
 
-    def _parameters(self) -> dict[str, nn.Parameter]:
-        params = dict(self.module.named_parameters())
-        return {name: params[name] for name in self._names}
+    def _parameters(self) -> dict[str, torch.Tensor]:
+        tensors = {**dict(self.module.named_parameters()), **dict(self.module.named_buffers())}
+        return {name: tensors[name] for name in self._names}
 
     def state_dict(self) -> OrderedDict[str, torch.Tensor]:
         return OrderedDict((name, param.detach().cpu().clone()) for name, param in self._parameters().items())

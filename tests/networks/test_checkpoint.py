@@ -140,3 +140,23 @@ def test_parameter_report_per_component():
     assert sum(r.total for r in rows.values()) == total
     table = format_parameter_report(list(rows.values()))
     assert f"**{total:,}**" in table and "| adapter |" in table
+
+
+def test_batch_norm_running_statistics_travel_with_the_trainable_weights(tmp_path):
+    trained = build_coreseg("tiny", seed=0, adapter_kwargs={"probe_norm": "batch"})
+    batch = make_batch(trained, [ANSWER, ANSWER, ANSWER])
+    with torch.no_grad():
+        trained(**batch)  # a training-mode pass moves the running statistics
+    trained.eval()
+    path = save_trainable_weights(trained, tmp_path / "model.pt")
+    state = torch.load(path, weights_only=True)
+    statistics = {"adapter.probe_norm.norm.running_mean", "adapter.probe_norm.norm.running_var",
+                  "adapter.probe_norm.norm.num_batches_tracked"}
+    assert statistics <= set(state) and int(state["adapter.probe_norm.norm.num_batches_tracked"]) == 1
+    restored = build_coreseg("tiny", seed=0, adapter_kwargs={"probe_norm": "batch"}).eval()
+    load_trainable_weights(restored, path)
+    with torch.no_grad():
+        assert torch.equal(restored(**batch).mask_logits, trained(**batch).mask_logits)
+    # a model without batch norm saves exactly its trainable parameters, as before
+    plain = build_coreseg("tiny", seed=0)
+    assert set(TrainableWeights(plain).names) == {n for n, p in plain.named_parameters() if p.requires_grad}
