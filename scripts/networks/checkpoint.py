@@ -99,7 +99,7 @@ class TrainableWeights:
             raise KeyError(
                 f"Checkpoint does not fit the model's trainable parameters: {len(unexpected)} unexpected keys "
                 f"{unexpected[:3]}, {len(missing)} missing keys {missing[:3]}. Was it saved from a model with the "
-                "same preset, adapter and LoRA settings?"
+                "same preset, adapter, adapter_kwargs and LoRA settings?"
             )
         # Check every shape before copying anything, so a bad checkpoint leaves the model untouched.
         for name, value in state_dict.items():

@@ -111,7 +111,7 @@ def test_mismatched_checkpoints_are_rejected_with_the_reason(tmp_path):
     semantic = build_coreseg("tiny", seed=0)
     linear = build_coreseg("tiny", seed=0, adapter="linear")
     path = save_trainable_weights(semantic, tmp_path / "semantic.pt")
-    with pytest.raises(KeyError, match="same preset, adapter and LoRA settings"):
+    with pytest.raises(KeyError, match="same preset, adapter, adapter_kwargs and LoRA settings"):
         load_trainable_weights(linear, path)
     wider = build_coreseg("tiny", seed=0, lora_r=4, lora_alpha=8)
     before = {n: p.detach().clone() for n, p in wider.named_parameters()}
@@ -160,3 +160,15 @@ def test_batch_norm_running_statistics_travel_with_the_trainable_weights(tmp_pat
     # a model without batch norm saves exactly its trainable parameters, as before
     plain = build_coreseg("tiny", seed=0)
     assert set(TrainableWeights(plain).names) == {n for n, p in plain.named_parameters() if p.requires_grad}
+
+
+def test_checkpoint_with_batch_norm_statistics_refuses_a_model_without_probe_norm(tmp_path):
+    """A probe_norm model's checkpoint carries running statistics that a plain adapter has no place for, and back."""
+    normed = build_coreseg("tiny", seed=0, adapter_kwargs={"probe_norm": "batch"})
+    plain = build_coreseg("tiny", seed=0)
+    normed_path = save_trainable_weights(normed, tmp_path / "normed.pt")
+    plain_path = save_trainable_weights(plain, tmp_path / "plain.pt")
+    with pytest.raises(KeyError, match=r"3 unexpected keys \['adapter.probe_norm.*adapter_kwargs"):
+        load_trainable_weights(plain, normed_path)
+    with pytest.raises(KeyError, match=r"3 missing keys \['adapter.probe_norm.*adapter_kwargs"):
+        load_trainable_weights(normed, plain_path)
