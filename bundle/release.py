@@ -2,9 +2,10 @@
 # Licensed under the Apache License, Version 2.0 (see LICENSE).
 """Build the bundle's release zip as the MONAI model zoo does, for ``python -m monai.bundle download``.
 
-The zip holds one top-level folder named after the bundle with what a bundle run needs: ``configs/``, ``docs/``,
-``models/``, ``scripts/``, ``sample_data/``, ``LICENSE`` and the serving front ends (the MONAI Label app
-``bundle/monailabel_app/`` and the 3D Slicer module ``bundle/slicer/``). Weights larger than ``max_file_mb`` can stay out of it:
+The zip holds one top-level folder named after the bundle with what a bundle run needs: ``configs/``, ``docs/``
+(without ``docs/results/``, the raw outputs of the experiments), ``models/``, ``scripts/``, ``sample_data/``,
+``LICENSE`` and the serving front ends (the MONAI Label app ``bundle/monailabel_app/`` and the 3D Slicer module
+``bundle/slicer/``). Weights larger than ``max_file_mb`` can stay out of it:
 with ``large_files_url`` they are listed in ``large_files.yml`` (path, URL, SHA-256), which
 ``python -m monai.bundle download_large_files`` reads, and copied to ``<output_dir>/<name>_v<version>_files/``
 for upload under that URL. Entries are sorted and carry a fixed date and mode, so the same files give the same
@@ -39,7 +40,10 @@ RELEASE_CONTENT = ("configs", "docs", "models", "scripts", "sample_data", "LICEN
                    "bundle/slicer")
 _SKIPPED_PARTS = {"__pycache__", ".ipynb_checkpoints"}
 #: What ``monailabel start_server`` creates in the app folder of a checkout: run-time state, not release content.
-_SKIPPED_FOLDERS = ("bundle/monailabel_app/bin", "bundle/monailabel_app/logs", "bundle/monailabel_app/model")
+#: ``docs/results``: raw outputs and throwaway drivers of the experiments that ``docs/sft_learning.md`` records (17 MB),
+#: kept in the repository for the record, not needed to run or read the bundle.
+_SKIPPED_FOLDERS = ("bundle/monailabel_app/bin", "bundle/monailabel_app/logs", "bundle/monailabel_app/model",
+                    "docs/results")
 _SKIPPED_SUFFIXES = {".pyc", ".pyo"}
 #: The zip format's earliest date: fixed entry times make the archive reproducible.
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)

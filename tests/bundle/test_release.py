@@ -53,6 +53,8 @@ def test_release_zip_is_reproducible_and_shaped_like_a_model_zoo_bundle(tmp_path
         assert f"{BUNDLE_NAME}/{needed}" in names, needed
     assert not any("__pycache__" in name or name.endswith(".pyc") or "/tests/" in name for name in names)
     assert not any(name.startswith(f"{BUNDLE_NAME}/bundle/monailabel_app/logs/") for name in names)
+    assert f"{BUNDLE_NAME}/docs/sft_learning.md" in names and (ROOT / "docs" / "results").is_dir()
+    assert not any(name.startswith(f"{BUNDLE_NAME}/docs/results/") for name in names)  # raw experiment outputs
     assert names == sorted(names) and {info.date_time for info in infos} == {(1980, 1, 1, 0, 0, 0)}
     assert first.large_files == [] and first.large_files_dir is None
 
