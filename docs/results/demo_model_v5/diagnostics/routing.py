@@ -1,7 +1,8 @@
 """Throwaway: does the adapter's prompt carry the asked finding? Own answers (from the evaluation CSV), test images
 with distractors asked both ways; Dice with the own prompt and with the image's other question's prompt; the spread of
-the prompts; the semantic adapter's attention."""
-import sys, collections, torch
+the prompts; the semantic adapter's attention.
+usage: routing.py CHECKPOINT ADAPTER METRICS_CSV [PROBE [ADAPTER_KWARGS]], e.g. ... seg "{'probe_norm': 'batch'}"."""
+import ast, sys, collections, torch
 from monai.data import DataLoader
 from own_answer_samples import OwnAnswerDataset, load_own_answers, usable
 from scripts.inference import Predictor
@@ -12,7 +13,8 @@ from scripts.data.transforms import build_transforms
 torch.manual_seed(0)
 ckpt, adapter, csv_path = sys.argv[1:4]
 probe = sys.argv[4] if len(sys.argv) > 4 else None
-net = Predictor.from_bundle(checkpoint=ckpt, device="cpu", adapter=adapter, semantic_probe=probe).network.eval()
+kw = ast.literal_eval(sys.argv[5]) if len(sys.argv) > 5 else {}
+net = Predictor.from_bundle(checkpoint=ckpt, device="cpu", adapter=adapter, semantic_probe=probe, adapter_kwargs=kw).network.eval()
 rows = load_own_answers(csv_path)
 recs = load_datalist("data/synthetic_small/datalist.json", "test")
 by_img = collections.defaultdict(list)
