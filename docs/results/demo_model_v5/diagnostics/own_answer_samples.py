@@ -1,12 +1,13 @@
 """Throwaway helper of routing.py and segstate.py: test records with the language model's own answers as their text."""
 import csv
+import gzip
 
 from monai.data import Dataset
 
 
 def load_own_answers(csv_path):
-    """``(image, disease) -> row`` of an evaluation's per-sample ``metrics.csv`` (question and completion)."""
-    with open(csv_path) as handle:
+    """``(image, disease) -> row`` of an evaluation's per-sample ``metrics.csv`` (or ``metrics.csv.gz``)."""
+    with (gzip.open(csv_path, "rt") if str(csv_path).endswith(".gz") else open(csv_path)) as handle:
         return {(r["image"], r["disease"]): r for r in csv.DictReader(handle)}
 
 

@@ -5,16 +5,17 @@ usage: python paired_dice.py EVAL_A EVAL_B   (directories holding metrics.csv or
 Records are paired by image and asked finding (runs of other seeds phrase the questions differently); 5000
 resamples of the records, seed 0. Prints both means, A - B and its 95 % interval.
 """
-import csv, gzip, pathlib, sys
+import pathlib, sys
 
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parents[2] / "demo_model_v5" / "diagnostics"))
+from own_answer_samples import load_own_answers  # noqa: E402
 
 
 def load(directory):
     path = pathlib.Path(directory) / "metrics.csv"
-    stream = open(path) if path.exists() else gzip.open(f"{path}.gz", "rt")
-    with stream:
-        return {(r["image"], r["disease"]): r for r in csv.DictReader(stream)}
+    return load_own_answers(path if path.exists() else f"{path}.gz")
 
 
 a, b = load(sys.argv[1]), load(sys.argv[2])
